@@ -1,0 +1,46 @@
+# Two entry points (see README): `make course` and `make test`.
+# Everything else here is a building block of those two.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL := brats-course
+PROFILE ?= ci
+export KERAS_BACKEND ?= tensorflow
+# Quiet TensorFlow's start-up banner; errors still show.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup course test unit unit-jax course-check bench-smoke clean
+
+setup: $(STAMP)
+
+# Re-run set-up only when the pinned dependencies change.
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (brats-course)"
+	touch $(STAMP)
+
+# Generate synthetic data, execute every notebook with papermill, build the book.
+course: setup
+	$(PY) scripts/build_course.py --profile $(PROFILE)
+
+unit: setup
+	$(PY) -m pytest -q -m "not course" tests
+
+unit-jax: setup
+	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not course" tests
+
+course-check: setup
+	$(PY) -m pytest -q -m course tests
+
+bench-smoke: setup
+	$(PY) benchmarks/run_all.py --smoke
+
+test: unit unit-jax bench-smoke course-check
+
+clean:
+	rm -rf _build data/synthetic data/cache
