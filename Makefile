@@ -5,15 +5,22 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 KERNEL := brats-course
 PROFILE ?= ci
 export KERAS_BACKEND ?= tensorflow
 # Quiet TensorFlow's start-up banner; errors still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup course test unit unit-jax course-check bench-smoke clean
+.PHONY: setup setup-bench course test unit unit-jax course-check bench-smoke clean
 
 setup: $(STAMP)
+
+# The PyTorch reference network of the benchmarks (and their tests) needs torch.
+setup-bench: $(BENCH_STAMP)
+$(BENCH_STAMP): $(STAMP) requirements-bench.lock
+	$(PY) -m pip install -q -r requirements-bench.lock
+	touch $(BENCH_STAMP)
 
 # Re-run set-up only when the pinned dependencies change.
 $(STAMP): requirements.lock pyproject.toml
@@ -28,16 +35,16 @@ $(STAMP): requirements.lock pyproject.toml
 course: setup
 	$(PY) scripts/build_course.py --profile $(PROFILE)
 
-unit: setup
+unit: setup-bench
 	$(PY) -m pytest -q -m "not course" tests
 
-unit-jax: setup
+unit-jax: setup-bench
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m "not course" tests
 
 course-check: setup
 	$(PY) -m pytest -q -m course tests
 
-bench-smoke: setup
+bench-smoke: setup-bench
 	$(PY) benchmarks/run_all.py --smoke
 
 test: unit unit-jax bench-smoke course-check
