@@ -47,7 +47,7 @@ course-check: setup
 bench-smoke: setup-bench
 	$(PY) benchmarks/run_all.py --smoke
 
-test: unit unit-jax bench-smoke course-check
+test: unit unit-jax course-check
 
 clean:
 	rm -rf _build data/synthetic data/cache
