@@ -1,0 +1,108 @@
+"""Tests for tutorial_lib.viz: every figure builds on small volumes (Agg backend)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from tutorial_lib import viz  # noqa: E402
+from tutorial_lib.config import BRATS  # noqa: E402
+
+
+@pytest.fixture
+def volume():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(12, 10, 8, 4)).astype("float32")  # shape: (x, y, z, 4 modalities)
+    label = np.zeros((12, 10, 8), np.uint8)  # shape: (x, y, z)
+    labels = sorted(value for value in BRATS.labels if value)
+    label[3:7, 3:7, 5] = labels[1]  # most tumour on axial slice 5
+    label[4:6, 4:6, 5] = labels[2]
+    label[4, 4, 2] = labels[0]
+    return image, label
+
+
+def test_label_colours_cover_every_tumour_label_and_keep_background_clear():
+    table = viz.label_colors()
+    assert table[0, 3] == 0.0
+    for label in BRATS.labels:
+        if label:
+            assert table[label, 3] == 1.0 and tuple(table[label]) == to_rgba(viz.LABEL_COLORS[label])
+
+
+def test_overlay_colours_labels_and_masks():
+    fig = Figure()
+    ax = fig.subplots()
+    label = np.zeros((3, 3), np.uint8)
+    label[1, 1] = max(BRATS.labels)
+    viz.overlay(ax, np.zeros((3, 3)), label, alpha=0.5)
+    rgba = ax.images[-1].get_array()
+    np.testing.assert_allclose(rgba[1, 1], np.array(to_rgba(viz.LABEL_COLORS[max(BRATS.labels)])) * [1, 1, 1, 0.5])
+    assert rgba[0, 0, 3] == 0
+    viz.overlay(ax, np.zeros((3, 3)), label > 0, alpha=1.0)
+    np.testing.assert_allclose(ax.images[-1].get_array()[1, 1], to_rgba(viz.MASK_COLOR))
+    with pytest.raises(ValueError, match="alpha"):
+        viz.overlay(ax, np.zeros((3, 3)), label, alpha=2)
+    with pytest.raises(ValueError, match="shape"):
+        viz.overlay(ax, np.zeros((3, 3)), np.zeros((2, 2), np.uint8))
+
+
+def test_show_modalities_picks_the_slice_with_most_tumour(volume):
+    image, label = volume
+    fig = viz.show_modalities(image, label)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 5  # four modalities + label overlay
+    assert fig._suptitle.get_text() == "axial slice 5"
+    assert [ax.get_title() for ax in fig.axes[:4]] == list(BRATS.modalities)
+    fig.canvas.draw()
+
+
+def test_montage_and_planes(volume):
+    image, label = volume
+    fig = viz.montage(image, n=4, label=label, columns=2)
+    assert len(fig.axes) == 4
+    fig = viz.montage(image[..., 0], n=3, plane="sagittal")
+    assert [ax.get_title() for ax in fig.axes] == ["sagittal 3", "sagittal 6", "sagittal 8"]
+    with pytest.raises(ValueError, match="plane"):
+        viz.montage(image, plane="oblique")
+
+
+def test_plot_history_accepts_histories_tables_and_several_runs():
+    run = {"loss": [0.9, 0.5], "val_loss": [1.0, 0.7], "dice": [0.1, 0.4], "val_dice": [0.1, 0.3]}
+    fig = viz.plot_history(run)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2
+    fig = viz.plot_history({"a": run, "b": pd.DataFrame(run)}, metrics=("dice",))
+    assert [line.get_label() for line in fig.axes[0].lines] == ["a train", "a val", "b train", "b val"]
+    with pytest.raises(ValueError, match="none of the metrics"):
+        viz.plot_history(run, metrics=("accuracy",))
+
+
+def test_slice_viewer_is_static_without_a_kernel(volume):
+    image, label = volume
+    fig = viz.slice_viewer(image, label, label > 0)
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == ["ground truth", "prediction"]
+    with pytest.raises(ValueError, match="prediction shape"):
+        viz.slice_viewer(image, prediction=np.zeros((2, 2, 2), bool))
+
+
+def test_slice_viewer_widgets_can_be_built(volume):
+    widgets = pytest.importorskip("ipywidgets")
+    image, label = volume
+    viewer = viz.slice_viewer(image, label, interactive=True)
+    assert isinstance(viewer, widgets.VBox)
+    controls = {child.description: child for box in viewer.children[:2] for child in box.children}
+    assert set(controls) == {"plane", "slice", "modality", "overlay", "opacity"}
+    controls["plane"].value = "sagittal"
+    assert controls["slice"].max == image.shape[0] - 1
+
+
+def test_static_environment_variable_forces_figures(volume, monkeypatch):
+    monkeypatch.setenv(viz.STATIC_ENV, "1")
+    assert isinstance(viz.slice_viewer(volume[0]), Figure)

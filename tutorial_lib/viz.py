@@ -1,0 +1,454 @@
+"""Figures for the course: modalities, label overlays, montages, curves, a slice viewer.
+
+Every function returns a ``matplotlib.figure.Figure`` made without pyplot's
+global state, so a notebook shows it exactly once (as the cell's result, or
+with ``display(fig)``) and tests need no cleanup. :func:`slice_viewer` is
+interactive (ipywidgets) in a live Jupyter kernel and falls back to a static
+figure elsewhere, e.g. when papermill builds the book.
+
+Volumes are channels-last: images ``(x, y, z, channels)``, labels ``(x, y, z)``.
+Slices are drawn with ``x`` horizontal and ``y`` vertical (origin lower left).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import matplotlib.pyplot  # noqa: F401  (activates Jupyter's inline display of figures)
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from tutorial_lib.config import BRATS
+
+__all__ = [
+    "LABEL_COLORS",
+    "PLANES",
+    "label_colors",
+    "show_modalities",
+    "overlay",
+    "montage",
+    "plot_history",
+    "slice_viewer",
+]
+
+# One colour per non-background label, in increasing label order
+# (necrotic core red, edema green, enhancing tumour yellow).
+_PALETTE = ("#e6194b", "#3cb44b", "#ffe119")
+LABEL_COLORS: Mapping[int, str] = dict(
+    zip(sorted(label for label in BRATS.labels if label != 0), _PALETTE)
+)
+MASK_COLOR = "#00bfff"  # binary masks (e.g. a whole-tumour prediction)
+PLANES: Mapping[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+STATIC_ENV = "TUTORIAL_LIB_STATIC_FIGURES"
+
+
+def label_colors() -> np.ndarray:
+    """RGBA lookup table indexed by label value (background transparent).
+
+    Returns
+    -------
+    numpy.ndarray
+        float, shape ``(max_label + 1, 4)``.
+
+    Examples
+    --------
+    >>> label_colors()[0, 3]
+    0.0
+    """
+    table = np.zeros((max(BRATS.labels) + 1, 4))
+    for label, color in LABEL_COLORS.items():
+        table[label] = to_rgba(color)
+    return table
+
+
+def _take_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.take(volume, index, axis=axis).T  # x horizontal, y vertical
+
+
+def _default_slice(shape: Sequence[int], axis: int, label: np.ndarray | None) -> int:
+    """The slice with the most tumour, or the middle one."""
+    if label is not None and np.any(label):
+        other_axes = tuple(a for a in range(3) if a != axis)
+        return int(np.argmax(np.count_nonzero(label, axis=other_axes)))
+    return shape[axis] // 2
+
+
+def _axis_of(plane: str) -> int:
+    if plane not in PLANES:
+        raise ValueError(f"plane must be one of {list(PLANES)}, got {plane!r}")
+    return PLANES[plane]
+
+
+def overlay(
+    ax: Axes, image2d: np.ndarray, label2d: np.ndarray | None = None, *, alpha: float = 0.4
+) -> Axes:
+    """Draw a grey-scale slice with a coloured label (or mask) on top.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    image2d : numpy.ndarray
+        ``(rows, columns)`` intensities, shown as given (transpose beforehand if needed).
+    label2d : numpy.ndarray, optional
+        Same shape: BraTS labels (integers, colours from :data:`LABEL_COLORS`)
+        or a boolean mask (one colour).
+    alpha : float, optional
+        Opacity of the overlay, 0 to 1.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        ``ax``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or ``alpha`` is outside [0, 1].
+
+    Examples
+    --------
+    >>> fig = Figure(); ax = fig.subplots()
+    >>> overlay(ax, np.zeros((4, 4)), np.eye(4, dtype=np.uint8) * 2) is ax
+    True
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    ax.imshow(image2d, cmap="gray", origin="lower", interpolation="nearest")
+    if label2d is not None:
+        if label2d.shape != image2d.shape:
+            raise ValueError(f"label shape {label2d.shape} != image shape {image2d.shape}")
+        if label2d.dtype == bool:
+            rgba = np.zeros(label2d.shape + (4,))
+            rgba[label2d] = to_rgba(MASK_COLOR)
+        else:
+            rgba = label_colors()[np.clip(label2d.astype(int), 0, max(BRATS.labels))].copy()
+        rgba[..., 3] *= alpha
+        ax.imshow(rgba, origin="lower", interpolation="nearest")
+    ax.set_axis_off()
+    return ax
+
+
+def _legend(fig: Figure) -> None:
+    handles = [Patch(color=color, label=f"{label}: {BRATS.labels[label]}") for label, color in LABEL_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize="small", frameon=False)
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., None]
+    if image.ndim != 4:
+        raise ValueError(f"image must be (x, y, z) or (x, y, z, channels), got shape {image.shape}")
+    return image
+
+
+def show_modalities(
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    *,
+    slice_index: int | None = None,
+    plane: str = "axial",
+    modalities: Sequence[str] | None = None,
+    alpha: float = 0.4,
+) -> Figure:
+    """One panel per modality at one slice, plus the label overlaid on the first.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(x, y, z, channels)``.
+    label : numpy.ndarray, optional
+        ``(x, y, z)`` BraTS labels.
+    slice_index : int, optional
+        Default: the slice with the most tumour, or the middle slice.
+    plane : {"axial", "coronal", "sagittal"}, optional
+        Slicing plane.
+    modalities : sequence of str, optional
+        Panel titles; default ``BRATS.modalities`` when there are four channels.
+    alpha : float, optional
+        Label opacity.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        For a wrongly shaped image or an unknown plane.
+
+    Examples
+    --------
+    >>> fig = show_modalities(np.random.rand(8, 8, 6, 4), np.zeros((8, 8, 6), np.uint8))
+    """
+    image = _check_image(image)
+    axis = _axis_of(plane)
+    index = _default_slice(image.shape, axis, label) if slice_index is None else slice_index
+    channels = image.shape[-1]
+    names = modalities or (BRATS.modalities if channels == len(BRATS.modalities) else [f"channel {c}" for c in range(channels)])
+    panels = channels + (label is not None)
+    fig = Figure(figsize=(2.6 * panels, 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, panels))
+    for channel in range(channels):
+        overlay(axes[channel], _take_slice(image[..., channel], axis, index))
+        axes[channel].set_title(names[channel])
+    if label is not None:
+        overlay(axes[-1], _take_slice(image[..., 0], axis, index), _take_slice(label, axis, index), alpha=alpha)
+        axes[-1].set_title(f"{names[0]} + labels")
+        _legend(fig)
+    fig.suptitle(f"{plane} slice {index}")
+    return fig
+
+
+def montage(
+    volume: np.ndarray,
+    *,
+    n: int = 12,
+    label: np.ndarray | None = None,
+    plane: str = "axial",
+    columns: int = 6,
+    alpha: float = 0.4,
+) -> Figure:
+    """Evenly spaced slices of one volume in a grid.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        ``(x, y, z)``, or ``(x, y, z, channels)`` (the first channel is shown).
+    n : int, optional
+        Number of slices.
+    label : numpy.ndarray, optional
+        ``(x, y, z)`` labels or boolean mask to overlay.
+    plane : {"axial", "coronal", "sagittal"}, optional
+        Slicing plane.
+    columns : int, optional
+        Panels per row.
+    alpha : float, optional
+        Overlay opacity.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``n`` < 1, or for a wrongly shaped volume or unknown plane.
+
+    Examples
+    --------
+    >>> fig = montage(np.random.rand(8, 8, 6), n=3)
+    """
+    volume = _check_image(volume)[..., 0]
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    axis = _axis_of(plane)
+    indices = np.unique(np.linspace(0, volume.shape[axis] - 1, n + 2).round().astype(int)[1:-1])
+    columns = min(columns, len(indices))
+    rows = -(-len(indices) // columns)
+    fig = Figure(figsize=(2.0 * columns, 2.0 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax, index in zip(axes, indices):
+        label2d = None if label is None else _take_slice(label, axis, index)
+        overlay(ax, _take_slice(volume, axis, index), label2d, alpha=alpha)
+        ax.set_title(f"{plane} {index}", fontsize="small")
+    for ax in axes[len(indices) :]:
+        ax.set_axis_off()
+    return fig
+
+
+def _as_columns(history: Any) -> dict[str, list[float]]:
+    if hasattr(history, "columns"):  # pandas.DataFrame
+        return {str(column): history[column].tolist() for column in history.columns if column != "epoch"}
+    if isinstance(getattr(history, "history", None), Mapping):  # keras History
+        return {name: list(values) for name, values in history.history.items()}
+    if isinstance(history, Mapping):
+        return {name: list(values) for name, values in history.items()}
+    raise ValueError(f"cannot plot a history of type {type(history).__name__}")
+
+
+def _runs(history_or_runs: Any) -> dict[str, dict[str, list[float]]]:
+    """One run, or a mapping of run name -> run (detected by non-list values)."""
+    if isinstance(history_or_runs, Mapping) and history_or_runs and all(
+        not isinstance(value, (list, tuple, np.ndarray)) for value in history_or_runs.values()
+    ):
+        return {str(name): _as_columns(run) for name, run in history_or_runs.items()}
+    return {"": _as_columns(history_or_runs)}
+
+
+def plot_history(history_or_dataframe: Any, *, metrics: Sequence[str] = ("loss", "dice")) -> Figure:
+    """Learning curves: one panel per metric, training solid and validation dashed.
+
+    Parameters
+    ----------
+    history_or_dataframe : History, DataFrame, dict, or dict of those
+        One run (a Keras ``History``, a per-epoch table such as
+        :func:`tutorial_lib.training.load_history`, or ``{metric: values}``),
+        or ``{run name: run}`` to compare several runs.
+    metrics : sequence of str, optional
+        Metric names; ``val_<name>`` is drawn too when present.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If the history type is unknown or no run logs any requested metric.
+
+    Examples
+    --------
+    >>> fig = plot_history({"loss": [0.9, 0.5], "val_loss": [1.0, 0.7]}, metrics=("loss",))
+    """
+    runs = _runs(history_or_dataframe)
+    if not any(name in run for run in runs.values() for name in metrics):
+        raise ValueError(f"none of the metrics {list(metrics)} is in the history")
+    fig = Figure(figsize=(4.0 * len(metrics), 3.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, metric in zip(axes, metrics):
+        for run_index, (run_name, columns) in enumerate(runs.items()):
+            color = f"C{run_index}"
+            for key, style, split in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
+                if key in columns:
+                    label = f"{run_name} {split}".strip()
+                    ax.plot(range(1, len(columns[key]) + 1), columns[key], style, color=color, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _in_live_kernel() -> bool:
+    """True inside a Jupyter kernel with ipywidgets, unless static figures are requested."""
+    if os.environ.get(STATIC_ENV, "") not in ("", "0"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _viewer_figure(
+    image: np.ndarray,
+    panels: Sequence[tuple[str, np.ndarray | None]],
+    *,
+    plane: str,
+    index: int,
+    channel: int,
+    show_overlay: bool,
+    alpha: float,
+) -> Figure:
+    axis = _axis_of(plane)
+    fig = Figure(figsize=(3.2 * len(panels), 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    background = _take_slice(image[..., channel], axis, index)
+    for ax, (title, volume) in zip(axes, panels):
+        mask = None if volume is None or not show_overlay else _take_slice(volume, axis, index)
+        overlay(ax, background, mask, alpha=alpha)
+        ax.set_title(title)
+    fig.suptitle(f"{plane} slice {index}")
+    return fig
+
+
+def slice_viewer(
+    image: np.ndarray,
+    label: np.ndarray | None = None,
+    prediction: np.ndarray | None = None,
+    *,
+    interactive: bool | None = None,
+    modalities: Sequence[str] | None = None,
+    plane: str = "axial",
+    alpha: float = 0.4,
+) -> Any:
+    """Browse a volume: plane, slice, modality, overlay on/off and opacity.
+
+    Ground truth and prediction, when given, are drawn side by side over the
+    same slice.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        ``(x, y, z, channels)``.
+    label, prediction : numpy.ndarray, optional
+        ``(x, y, z)`` BraTS labels or boolean masks.
+    interactive : bool, optional
+        ``None`` (default): widgets inside a live Jupyter kernel, a static
+        figure elsewhere or when the environment variable
+        ``TUTORIAL_LIB_STATIC_FIGURES=1`` is set (the book build sets it, so
+        executed pages show an image). ``False`` forces the static figure,
+        ``True`` the widgets.
+    modalities : sequence of str, optional
+        Channel names; default ``BRATS.modalities`` for four channels.
+    plane : {"axial", "coronal", "sagittal"}, optional
+        Initial plane.
+    alpha : float, optional
+        Initial overlay opacity.
+
+    Returns
+    -------
+    ipywidgets.VBox or matplotlib.figure.Figure
+        The widget, or the static figure of the initial view.
+
+    Raises
+    ------
+    ValueError
+        For mismatched shapes or an unknown plane.
+
+    Examples
+    --------
+    >>> fig = slice_viewer(np.random.rand(8, 8, 6, 1), interactive=False)
+    """
+    image = _check_image(image)
+    panels = [("image", None)] if label is None and prediction is None else []
+    for title, volume in (("ground truth", label), ("prediction", prediction)):
+        if volume is not None:
+            if volume.shape != image.shape[:3]:
+                raise ValueError(f"{title} shape {volume.shape} != image shape {image.shape[:3]}")
+            panels.append((title, volume))
+    reference = label if label is not None else prediction
+    index = _default_slice(image.shape, _axis_of(plane), reference)
+    view = dict(plane=plane, index=index, channel=0, show_overlay=True, alpha=alpha)
+    if interactive is None:
+        interactive = _in_live_kernel()
+    if not interactive:
+        return _viewer_figure(image, panels, **view)
+    return _slice_widgets(image, panels, modalities, view)
+
+
+def _slice_widgets(
+    image: np.ndarray, panels: Sequence[tuple[str, np.ndarray | None]], modalities: Any, view: dict
+) -> Any:
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    channels = image.shape[-1]
+    names = modalities or (BRATS.modalities if channels == len(BRATS.modalities) else [f"channel {c}" for c in range(channels)])
+    controls = dict(
+        plane=widgets.Dropdown(options=list(PLANES), value=view["plane"], description="plane"),
+        index=widgets.IntSlider(value=view["index"], min=0, max=image.shape[PLANES[view["plane"]]] - 1, description="slice"),
+        channel=widgets.Dropdown(options=[(name, c) for c, name in enumerate(names)], value=0, description="modality"),
+        show_overlay=widgets.Checkbox(value=True, description="overlay"),
+        alpha=widgets.FloatSlider(value=view["alpha"], min=0.0, max=1.0, step=0.05, description="opacity"),
+    )
+
+    def follow_plane(change: dict) -> None:
+        limit = image.shape[PLANES[change["new"]]] - 1
+        controls["index"].max = limit
+        controls["index"].value = min(controls["index"].value, limit)
+
+    controls["plane"].observe(follow_plane, names="value")
+
+    def draw(**settings: Any) -> None:
+        display(_viewer_figure(image, panels, **settings))
+
+    output = widgets.interactive_output(draw, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), output])
