@@ -1,0 +1,164 @@
+"""Tests for tutorial_lib.inference: sliding windows, label conversion, NIfTI write-back."""
+
+from __future__ import annotations
+
+import keras
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tutorial_lib.config import BRATS
+from tutorial_lib.inference import predict_case, predict_volume, regions_to_labels, write_segmentation
+
+ET = BRATS.regions["ET"][0]
+(NCR,) = set(BRATS.regions["TC"]) - set(BRATS.regions["ET"])
+(ED,) = set(BRATS.regions["WT"]) - set(BRATS.regions["TC"])
+
+
+def conv_model(kernel: int, channels: int = 1, classes: int = 1, seed: int = 0) -> keras.Model:
+    """(batch, x, y, z, channels) -> (batch, x, y, z, classes) for any spatial size."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, None, channels))
+    hidden = keras.layers.Conv3D(4, kernel, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Conv3D(classes, 1, activation="sigmoid")(hidden))
+
+
+@pytest.fixture(scope="module")
+def image():
+    return np.random.default_rng(0).normal(size=(20, 18, 11, 2)).astype("float32")  # shape: (x, y, z, C)
+
+
+@pytest.mark.parametrize("blending", ["gaussian", "uniform"])
+def test_pointwise_model_gives_identical_windows_and_full_volume(image, blending):
+    model = conv_model(kernel=1, channels=2, classes=3)
+    full = predict_volume(model, image)
+    # Windows do not divide 20 x 18 x 11: the last window is shifted back to the edge.
+    windows = predict_volume(model, image, patch_size=(8, 8, 8), overlap=0.5, batch_size=3, blending=blending)
+    assert full.shape == windows.shape == (20, 18, 11, 3)  # shape: (x, y, z, K)
+    np.testing.assert_allclose(windows, full, atol=1e-5)
+
+
+def test_3x3x3_model_agrees_closely_away_from_window_borders(image):
+    model = conv_model(kernel=3, channels=2)
+    full = predict_volume(model, image)
+    windows = predict_volume(model, image, patch_size=(10, 10, 8), overlap=0.5)
+    # Only voxels at window borders miss context; Gaussian blending down-weights them.
+    assert np.abs(windows - full).mean() < 0.01
+    assert np.abs(windows - full).max() < 0.2
+
+
+def test_volume_smaller_than_window_and_pad_multiple(image):
+    model = conv_model(kernel=3, channels=2)
+    small = image[:5, :6, :4]
+    padded_window = predict_volume(model, small, patch_size=(8, 8, 8))
+    padded_full = predict_volume(model, small, pad_multiple=8)
+    assert padded_window.shape == padded_full.shape == (5, 6, 4, 1)
+    np.testing.assert_allclose(padded_window, padded_full, atol=1e-5)  # both see the same zero padding
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"image": np.zeros((4, 4, 4))}, "x, y, z, channels"),
+        ({"patch_size": (4, 4)}, "three positive"),
+        ({"overlap": 1.0}, "overlap"),
+        ({"blending": "max"}, "blending"),
+    ],
+)
+def test_predict_volume_rejects_bad_arguments(arguments, message):
+    call = {"image": np.zeros((4, 4, 4, 1), "float32"), "patch_size": (2, 2, 2)} | arguments
+    with pytest.raises(ValueError, match=message):
+        predict_volume(conv_model(kernel=1), call.pop("image"), **call)
+
+
+@pytest.mark.parametrize(
+    "channels, expected",
+    [
+        # (WT, TC, ET) of one voxel -> label
+        ((1,), ED),  # WT-only predictions are edema
+        ((0,), 0),
+        ((1, 0, 0), ED),
+        ((1, 1, 0), NCR),
+        ((1, 1, 1), ET),
+        ((0, 0, 0), 0),
+    ],
+)
+def test_regions_to_labels_nests_wt_tc_et(channels, expected):
+    mask = np.array(channels, bool).reshape(1, 1, 1, -1)  # shape: (1, 1, 1, K)
+    assert regions_to_labels(mask)[0, 0, 0] == expected
+
+
+def test_regions_to_labels_rejects_two_channels():
+    with pytest.raises(ValueError, match="x, y, z, 3"):
+        regions_to_labels(np.zeros((2, 2, 2, 2), bool))
+
+
+def manifest_entry(downsample: int) -> dict:
+    """Geometry as tutorial_lib.ingest writes it for a BraTS case (x 24..216, y 20..212, z 0..155 + 5)."""
+    affine = np.array([[-1.0, 0, 0, 120], [0, -1, 0, 120], [0, 0, 1, -77], [0, 0, 0, 1]])
+    return {
+        "original_shape": list(BRATS.shape),
+        "original_affine": affine.tolist(),
+        "crop_box": [[24, 216], [20, 212], [0, 155]],
+        "padding": [[0, 0], [0, 0], [0, 5]],
+        "downsample": downsample,
+        "shape": [n // downsample for n in BRATS.crop_shape],
+    }
+
+
+@pytest.mark.parametrize("downsample", [1, 4])
+def test_write_segmentation_returns_to_the_original_grid(tmp_path, downsample):
+    entry = manifest_entry(downsample)
+    grid = tuple(entry["shape"])
+    probabilities = np.zeros(grid + (3,), np.float32)  # shape: cache grid x (WT, TC, ET)
+    # One coarse voxel block of tumour: WT everywhere in it, TC and ET inside.
+    block = (slice(4, 6), slice(4, 6), slice(2, 4))
+    probabilities[block + (0,)] = 0.9
+    probabilities[block + (1,)] = 0.8
+    probabilities[(4, 4, 2, 2)] = 0.7
+    path = write_segmentation(probabilities, entry, tmp_path / "case.nii.gz")
+    written = nib.load(path)
+    labels = np.asarray(written.dataobj)
+    assert labels.shape == BRATS.shape == (240, 240, 155)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(written.affine, np.array(entry["original_affine"]))
+    assert set(np.unique(labels)) == {0, NCR, ET}
+    # Voxel (4, 4, 2) of the cache grid starts at crop start + 4 * downsample.
+    first = (24 + 4 * downsample, 20 + 4 * downsample, 2 * downsample)
+    assert labels[first] == ET
+    assert labels[23, 23, 0] == 0 and labels[:24].sum() == 0
+    # 2 x 2 x 2 coarse voxels of tumour, each a downsample^3 block; one of them ET.
+    assert np.count_nonzero(labels) == 8 * downsample**3
+    assert np.count_nonzero(labels == ET) == downsample**3
+    assert not list(tmp_path.glob(".*"))  # no temporary files left
+
+
+def test_write_segmentation_of_a_mask_and_shape_errors(tmp_path):
+    entry = manifest_entry(4)
+    mask = np.zeros(tuple(entry["shape"]), bool)  # shape: (48, 48, 40), WT only
+    mask[0, 0, 39] = True  # in the depth padding: dropped
+    mask[47, 47, 0] = True
+    labels = np.asarray(nib.load(write_segmentation(mask, entry, tmp_path / "wt.nii.gz")).dataobj)
+    assert set(np.unique(labels)) == {0, ED}
+    assert np.count_nonzero(labels) == 4**3  # one coarse voxel -> one 4x4x4 block
+    assert labels[212:216, 208:212, 0:4].all()
+    with pytest.raises(ValueError, match="cache grid"):
+        write_segmentation(np.zeros((10, 10, 10), bool), entry, tmp_path / "bad.nii.gz")
+
+
+def test_predict_case_reads_the_cache_and_postprocesses(tmp_path):
+    case = tmp_path / "cases" / "case_000"
+    case.mkdir(parents=True)
+    image = np.random.default_rng(1).normal(size=(8, 8, 8, len(BRATS.modalities))).astype(np.float16)
+    np.save(case / "image.npy", image)
+    model = conv_model(kernel=1, channels=2)
+    result = predict_case(model, tmp_path, "case_000", modalities=("t2", "flair"))
+    expected = predict_volume(model, image[..., [BRATS.modalities.index("t2"), 0]].astype(np.float32))
+    np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)
+    np.testing.assert_array_equal(result.mask, expected > 0.5)
+    emptied = predict_case(model, tmp_path, "case_000", modalities=("t2", "flair"), postprocess=np.zeros_like)
+    assert not emptied.mask.any()
+    with pytest.raises(FileNotFoundError, match="case_999"):
+        predict_case(model, tmp_path, "case_999")
+    with pytest.raises(ValueError, match="unknown modalities"):
+        predict_case(model, tmp_path, "case_000", modalities=("dwi",))
