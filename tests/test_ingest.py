@@ -1,0 +1,378 @@
+"""Tests of tutorial_lib.ingest on tiny cases written in each source layout."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tutorial_lib import ingest
+from tutorial_lib.ingest import (
+    crop_box,
+    detect_layout,
+    downsample_image,
+    downsample_label,
+    downsample_mask,
+    prepare_dataset,
+    split_cases,
+    split_sizes,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_scripts"))
+import prepare_brats  # noqa: E402
+
+from conftest import tiny_volumes  # noqa: E402
+
+
+def _prepare(src, out, **kwargs):
+    return prepare_dataset(src, out, progress=False, **kwargs)
+
+
+def _no_leftovers(out: Path) -> None:
+    cases = out / "cases"
+    assert not list(cases.glob(".tmp-*")), "temporary case folders left behind"
+    for folder in cases.iterdir():
+        assert (folder / "case.json").is_file(), f"incomplete case folder {folder}"
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+@pytest.mark.parametrize("layout", ["brats2017", "brats2023", "msd"])
+def test_detect_layout_folder_and_archive(tmp_path, tiny_case_writer, layout):
+    tiny_case_writer(tmp_path / "src", "Case_1", layout=layout)
+    assert detect_layout(tmp_path / "src") == layout
+    archive = tmp_path / "src.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname="download")
+    assert detect_layout(archive) == layout
+
+
+def test_detect_layout_rejects_empty_and_mixed(tmp_path, tiny_case_writer):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
+    with pytest.raises(ValueError, match="no BraTS-style NIfTI"):
+        detect_layout(tmp_path / "empty")
+    tiny_case_writer(tmp_path / "mixed", "A", layout="brats2017")
+    tiny_case_writer(tmp_path / "mixed", "B", layout="brats2023")
+    with pytest.raises(ValueError, match="several layouts"):
+        detect_layout(tmp_path / "mixed")
+    with pytest.raises(FileNotFoundError):
+        detect_layout(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("layout", ["brats2017", "brats2023", "msd"])
+def test_prepare_each_layout_maps_labels_to_brats(tmp_path, tiny_case_writer, layout):
+    tiny_case_writer(tmp_path / "src", "Case_1", layout=layout, seed=3)
+    tiny_case_writer(tmp_path / "src", "Case_2", layout=layout, seed=4, labelled=False)
+    report = _prepare(tmp_path / "src", tmp_path / "cache")
+    assert report.ok, report.summary()
+    assert (report.layout, report.prepared) == (layout, ["Case_1", "Case_2"])
+    case = tmp_path / "cache" / "cases" / "Case_1"
+    image, label = np.load(case / "image.npy"), np.load(case / "label.npy")
+    brain = np.load(case / "brain.npy")
+    # shape: image (192, 192, 160, 4) float16, label and brain (192, 192, 160)
+    assert (image.shape, image.dtype) == ((192, 192, 160, 4), np.float16)
+    assert (label.dtype, brain.dtype) == (np.uint8, np.bool_)
+    images, expected, _ = tiny_volumes(3)
+    # 48 x 48 x 32 lies whole in the window [0, 48) and is padded at the end.
+    np.testing.assert_array_equal(label[:48, :48, :32], expected)
+    assert label[48:].sum() == 0 and label[:, :, 32:].sum() == 0
+    flair = image[:48, :48, :32, 0].astype(np.float64)
+    inside = images["t1"] != 0
+    assert abs(flair[inside].mean()) < 1e-2 and abs(flair[inside].std() - 1) < 1e-2
+    assert np.all(flair[~inside] == 0)
+    assert not (tmp_path / "cache" / "cases" / "Case_2" / "label.npy").exists()
+    split = json.loads((tmp_path / "cache" / "split.json").read_text())
+    assert split["unlabelled"] == ["Case_2"] and split["train"] == ["Case_1"]
+
+
+def test_manifest_records_geometry_and_volumes(tmp_path, tiny_case_writer):
+    tiny_case_writer(tmp_path / "src", "Case_1", layout="msd", seed=1)
+    _prepare(tmp_path / "src", tmp_path / "cache", downsample=4)
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    entry = manifest["cases"]["Case_1"]
+    _, label, affine = tiny_volumes(1)
+    assert (manifest["downsample"], manifest["shape"]) == (4, [48, 48, 40])
+    assert entry["source_files"] == {"image": "imagesTr/Case_1.nii.gz", "seg": "labelsTr/Case_1.nii.gz"}
+    assert entry["original_shape"] == [48, 48, 32]
+    np.testing.assert_allclose(entry["original_affine"], affine)
+    assert entry["crop_box"] == [[0, 48], [0, 48], [0, 32]]
+    assert entry["padding"] == [[0, 144], [0, 144], [0, 128]]
+    # 1 mm voxels: volume in cm^3 is the voxel count / 1000.
+    for value in (1, 2, 4):
+        assert entry["tumour_volumes_cm3"][str(value)] == pytest.approx((label == value).sum() / 1000)
+
+
+def test_prepare_from_zip_and_tar_archives(tmp_path, tiny_case_writer):
+    for index in range(2):
+        tiny_case_writer(tmp_path / "src", f"Case_{index}", seed=index)
+    with zipfile.ZipFile(tmp_path / "src.zip", "w") as zipped:
+        for path in sorted((tmp_path / "src").rglob("*.nii.gz")):
+            zipped.write(path, f"Training/{path.relative_to(tmp_path / 'src')}")
+    with tarfile.open(tmp_path / "src.tar", "w") as tar:
+        tar.add(tmp_path / "src", arcname="Training")
+    for archive in ("src.zip", "src.tar"):
+        out = tmp_path / f"cache-{archive}"
+        report = _prepare(tmp_path / archive, out, downsample=4)
+        assert report.ok and report.prepared == ["Case_0", "Case_1"]
+        assert not list(out.glob(".extract-*")), "extracted files should be removed"
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize(
+    "shape, brain_box, expected_box, expected_padding",
+    [
+        # centred window [24, 216) already holds the brain
+        ((240, 240, 155), ((30, 200), (30, 200), (5, 150)), [[24, 216], [24, 216], [0, 155]], [0, 0, 5]),
+        # brain starts at 10: window shifts left to start there
+        ((240, 240, 155), ((10, 190), (40, 230), (0, 155)), [[10, 202], [38, 230], [0, 155]], [0, 0, 5]),
+        # brain wider than the window: centred on the brain, clipped to the grid
+        ((240, 240, 155), ((0, 230), (20, 220), (0, 155)), [[19, 211], [24, 216], [0, 155]], [0, 0, 5]),
+        # axes shorter than the crop are padded at their end
+        ((100, 200, 170), ((0, 100), (0, 200), (0, 170)), [[0, 100], [4, 196], [5, 165]], [92, 0, 0]),
+    ],
+)
+def test_crop_box(shape, brain_box, expected_box, expected_padding):
+    brain = np.zeros(shape, bool)
+    brain[tuple(slice(*bounds) for bounds in brain_box)] = True
+    box, padding = crop_box(brain)
+    assert box == expected_box
+    assert padding == [[0, pad] for pad in expected_padding]
+
+
+def test_downsampling_rules():
+    image = np.arange(8, dtype=np.float32).reshape(2, 2, 2, 1)  # shape: (2, 2, 2, 1)
+    assert downsample_image(image, 2).tolist() == [[[[3.5]]]]
+    mask = np.zeros((2, 2, 2), bool)
+    mask[0, 0, 0] = True
+    assert downsample_mask(mask, 2).tolist() == [[[True]]]
+    # (labels in one 2x2x2 block, expected coarse label)
+    cases = [
+        ([0] * 5 + [2] * 3, 0),  # 3/8 tumour: background
+        ([0] * 4 + [2] * 4, 2),  # half tumour, all edema: edema
+        ([0] * 4 + [2, 2, 1, 4], 2),  # WT 4/8, TC 2/8: edema
+        ([2] * 4 + [1, 1, 4, 4], 1),  # TC 4/8, ET 2/8: core
+        ([0] * 2 + [2] * 2 + [4] * 4, 4),  # ET 4/8 although 1/4 of the block is background
+    ]
+    for values, expected in cases:
+        label = np.array(values, np.uint8).reshape(2, 2, 2)
+        assert downsample_label(label, 2).tolist() == [[[expected]]], values
+
+
+# ----------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize(
+    "n_cases, expected",
+    [(285, (192, 48, 45)), (16, (10, 3, 3)), (40, (27, 7, 6)), (4, (2, 1, 1)), (1, (1, 0, 0)), (0, (0, 0, 0))],
+)
+def test_split_sizes(n_cases, expected):
+    assert split_sizes(n_cases) == expected
+
+
+def test_split_cases_is_seeded_disjoint_and_order_free():
+    ids = [f"Brats17_{index:03d}" for index in range(285)]
+    split = split_cases(ids, seed=0)
+    assert [len(split[name]) for name in ("train", "val", "test")] == [192, 48, 45]
+    assert sorted(split["train"] + split["val"] + split["test"]) == ids
+    assert split_cases(list(reversed(ids)), seed=0) == split
+    assert split_cases(ids, seed=1)["test"] != split["test"]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+
+
+def _break_crc(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[-8] ^= 0xFF  # the CRC32 sits in the gzip trailer's first four bytes
+    path.write_bytes(bytes(raw))
+
+
+def _resave(path: Path, transform) -> None:
+    image = nib.load(str(path))
+    array, affine = transform(np.asanyarray(image.dataobj), image.affine.copy())
+    nib.save(nib.Nifti1Image(array, affine), str(path))
+
+
+def _nan_voxels(array, affine):
+    array = array.astype(np.float32)
+    array[10, 10, 10] = np.nan
+    return array, affine
+
+
+def _shifted(array, affine):
+    affine[0, 3] += 2.0
+    return array, affine
+
+
+BAD_INPUTS = [
+    # (layout, file key to damage, damage, words expected in the message)
+    ("brats2017", "t1", _truncate, ["Bad_t1.nii.gz", "cannot be decoded"]),
+    ("brats2017", "t2", _break_crc, ["Bad_t2.nii.gz", "CRC"]),
+    ("brats2017", "t1ce", lambda path: path.unlink(), ["missing modality t1ce", "Bad_t1ce.nii.gz"]),
+    ("brats2017", "t2", lambda p: _resave(p, lambda a, f: (a[:, :, :30], f)), ["Bad_t2.nii.gz", "shape"]),
+    ("brats2017", "seg", lambda p: _resave(p, _shifted), ["Bad_seg.nii.gz", "affine differs"]),
+    ("brats2017", "flair", lambda p: _resave(p, _nan_voxels), ["Bad_flair.nii.gz", "1 non-finite"]),
+    ("brats2017", "seg", lambda p: _resave(p, lambda a, f: (np.where(a == 4, 3, a), f)),
+     ["Bad_seg.nii.gz", "unexpected label value(s) [3]", "0, 1, 2, 4"]),
+    # BraTS 2023 declares ET = 3; a 4 is not silently taken for ET
+    ("brats2023", "seg", lambda p: _resave(p, lambda a, f: (np.where(a == 3, 4, a), f)),
+     ["Bad-seg.nii.gz", "unexpected label value(s) [4]", "0, 1, 2, 3"]),
+    ("brats2017", "seg", lambda p: _resave(p, lambda a, f: (a.astype(np.float32) / 2, f)),
+     ["Bad_seg.nii.gz", "non-integer"]),
+    ("msd", "image", lambda p: _resave(p, lambda a, f: (a[..., :3], f)), ["Bad.nii.gz", "4 channels"]),
+]
+
+
+@pytest.mark.parametrize("layout, key, damage, words", BAD_INPUTS)
+def test_bad_case_is_reported_and_others_prepared(tmp_path, tiny_case_writer, layout, key, damage, words):
+    tiny_case_writer(tmp_path / "src", "Good", layout=layout, seed=1)
+    damage(tiny_case_writer(tmp_path / "src", "Bad", layout=layout, seed=2)[key])
+    report = _prepare(tmp_path / "src", tmp_path / "cache", downsample=4)
+    assert report.prepared == ["Good"] and list(report.failed) == ["Bad"]
+    for word in words:
+        assert word in report.failed["Bad"], report.failed["Bad"]
+    assert not (tmp_path / "cache" / "cases" / "Bad").exists()
+    _no_leftovers(tmp_path / "cache")
+    assert list(json.loads((tmp_path / "cache" / "manifest.json").read_text())["cases"]) == ["Good"]
+
+
+def test_empty_label_is_prepared_with_a_note(tmp_path, tiny_case_writer):
+    seg = tiny_case_writer(tmp_path / "src", "Empty", seed=1)["seg"]
+    _resave(seg, lambda array, affine: (np.zeros_like(array), affine))
+    report = _prepare(tmp_path / "src", tmp_path / "cache", downsample=4)
+    assert report.ok and "label is empty" in report.warnings["Empty"]
+    manifest = json.loads((tmp_path / "cache" / "manifest.json").read_text())
+    assert manifest["cases"]["Empty"]["empty_label"] is True
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def _add_link(tar: tarfile.TarFile, name: str, target: str, kind: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    tar.addfile(info)
+
+
+def test_unsafe_tar_members_are_refused(tmp_path, tiny_case_writer):
+    paths = tiny_case_writer(tmp_path / "src", "Good", seed=1)
+    flair = paths["flair"].read_bytes()
+    archive = tmp_path / "download.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "Good", arcname="data/Good")
+        _add_bytes(tar, "../escape_flair.nii.gz", flair)
+        _add_bytes(tar, "data/../../escape2_flair.nii.gz", flair)
+        _add_bytes(tar, str(tmp_path / "absolute_flair.nii.gz"), flair)
+        _add_link(tar, "data/Evil/Evil_flair.nii.gz", "/etc/passwd", tarfile.SYMTYPE)
+        _add_link(tar, "data/Evil/Evil_t1.nii.gz", "data/Good/Good_t1.nii.gz", tarfile.LNKTYPE)
+    out = tmp_path / "out" / "cache"
+    report = _prepare(archive, out, downsample=4)
+    assert report.prepared == ["Good"]
+    refused = report.rejected_members
+    assert sorted(refused) == sorted([
+        "../escape_flair.nii.gz", "data/../../escape2_flair.nii.gz", str(tmp_path / "absolute_flair.nii.gz"),
+        "data/Evil/Evil_flair.nii.gz", "data/Evil/Evil_t1.nii.gz",
+    ])
+    assert "absolute" in refused[str(tmp_path / "absolute_flair.nii.gz")]
+    assert "link" in refused["data/Evil/Evil_flair.nii.gz"] and ".." in refused["../escape_flair.nii.gz"]
+    assert not (tmp_path / "out" / "escape_flair.nii.gz").exists()
+    assert not (tmp_path / "escape2_flair.nii.gz").exists()
+    assert not report.ok
+
+
+def test_unsafe_zip_members_are_refused(tmp_path, tiny_case_writer):
+    paths = tiny_case_writer(tmp_path / "src", "Good", seed=1)
+    archive = tmp_path / "download.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for key, path in paths.items():
+            zipped.write(path, f"Good/{path.name}")
+        zipped.writestr("../escape_flair.nii.gz", paths["flair"].read_bytes())
+        zipped.writestr("/abs/abs_flair.nii.gz", paths["flair"].read_bytes())
+        link = zipfile.ZipInfo("Evil/Evil_flair.nii.gz")
+        link.external_attr = (0o120777 << 16)  # a symbolic link
+        zipped.writestr(link, "/etc/passwd")
+    report = _prepare(archive, tmp_path / "out", downsample=4)
+    assert report.prepared == ["Good"]
+    assert "symbolic link" in report.rejected_members["Evil/Evil_flair.nii.gz"]
+    assert ".." in report.rejected_members["../escape_flair.nii.gz"]
+    assert "absolute" in report.rejected_members["/abs/abs_flair.nii.gz"]
+    assert not (tmp_path / "escape_flair.nii.gz").exists()
+
+
+# ----------------------------------------------------------------------------- resume and CLI
+
+
+def test_interrupted_run_resumes(tmp_path, tiny_case_writer, monkeypatch):
+    for index in range(3):
+        tiny_case_writer(tmp_path / "src", f"Case_{index}", seed=index)
+    out = tmp_path / "cache"
+    write_case, calls = ingest._write_case, []
+
+    def interrupted(cases_dir, case_id, arrays, meta):
+        calls.append(case_id)
+        if len(calls) == 2:  # die half-way through the second case's files
+            np.save(cases_dir / ".tmp-partial.npy", arrays["image"])
+            raise KeyboardInterrupt
+        write_case(cases_dir, case_id, arrays, meta)
+
+    monkeypatch.setattr(ingest, "_write_case", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(tmp_path / "src", out, downsample=4)
+    assert [p.name for p in (out / "cases").iterdir() if not p.name.startswith(".")] == ["Case_0"]
+    (out / "cases" / ".tmp-Case_1-stale").mkdir()  # as left by a killed worker
+    (out / "cases" / "Case_2").mkdir()  # a folder without case.json is incomplete
+    monkeypatch.setattr(ingest, "_write_case", write_case)
+    stamp = (out / "cases" / "Case_0" / "image.npy").stat().st_mtime_ns
+    report = _prepare(tmp_path / "src", out, downsample=4)
+    assert (report.skipped, report.prepared) == (["Case_0"], ["Case_1", "Case_2"])
+    assert (out / "cases" / "Case_0" / "image.npy").stat().st_mtime_ns == stamp
+    assert not list((out / "cases").glob(".tmp-*"))
+    _no_leftovers(out)
+    again = _prepare(tmp_path / "src", out, downsample=4)
+    assert (again.skipped, again.prepared) == (["Case_0", "Case_1", "Case_2"], [])
+    with pytest.raises(ValueError, match="downsample"):
+        _prepare(tmp_path / "src", out, downsample=2)
+
+
+def test_parallel_workers_match_single_process(tmp_path, tiny_case_writer):
+    for index in range(2):
+        tiny_case_writer(tmp_path / "src", f"Case_{index}", seed=index)
+    _prepare(tmp_path / "src", tmp_path / "one", downsample=4, workers=1)
+    _prepare(tmp_path / "src", tmp_path / "two", downsample=4, workers=2)
+    for name in ("image", "label", "brain"):
+        np.testing.assert_array_equal(
+            np.load(tmp_path / "one" / "cases" / "Case_1" / f"{name}.npy"),
+            np.load(tmp_path / "two" / "cases" / "Case_1" / f"{name}.npy"),
+        )
+
+
+def test_cli_exit_status_and_message(tmp_path, tiny_case_writer, capsys):
+    tiny_case_writer(tmp_path / "src", "Good", seed=1)
+    arguments = ["--src", str(tmp_path / "src"), "--out", str(tmp_path / "cache"), "--downsample", "4"]
+    assert prepare_brats.main(arguments) == 0
+    paths = tiny_case_writer(tmp_path / "src", "Bad", seed=2)
+    with gzip.open(paths["t1"], "wb") as handle:
+        handle.write(b"not a nifti file")
+    assert prepare_brats.main(arguments) == 1
+    captured = capsys.readouterr()
+    assert "1 case(s) failed" in captured.err and "Bad_t1.nii.gz" in captured.out
+    assert prepare_brats.main(["--src", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2

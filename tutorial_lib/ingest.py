@@ -1,0 +1,1040 @@
+"""Import a BraTS download (folder or archive) into the memory-mappable cache.
+
+Three source layouts are recognised from their file names (:data:`LAYOUTS`):
+
+``brats2017``
+    BraTS 2017-2021: ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii[.gz]``,
+    labels {0, 1, 2, 4}.
+``brats2023``
+    BraTS 2023 and later: ``<case>/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz``,
+    labels {0, 1, 2, 3} with enhancing tumour 3, mapped to 4.
+``msd``
+    Medical Segmentation Decathlon Task01: 4D ``imagesTr/<case>.nii.gz``
+    (channels FLAIR, T1w, t1gd, T2w) and ``labelsTr/<case>.nii.gz`` with
+    1 edema, 2 non-enhancing tumour, 3 enhancing tumour, mapped to 2, 1, 4.
+
+Label values are checked against the set the detected release declares; a
+value outside it fails the case instead of being guessed at.
+
+Each case is validated, cropped, normalised and optionally down-sampled:
+
+* **crop** -- the paper's 192 x 192 in-plane "pseudo bounding box": a fixed
+  window centred on the 240 x 240 slice, shifted (as little as possible) so
+  that it contains the brain's bounding box. Depth keeps all 155 slices and
+  is zero-padded at the top to 160, so that four 2x poolings divide it.
+  Axes shorter than the crop are zero-padded at their end. The window and the
+  padding are stored per case, so a prediction can be put back.
+* **normalise** -- each modality is z-scored with the mean and standard
+  deviation of the brain (voxels where any modality is non-zero); voxels
+  outside the brain are 0.
+* **down-sample by K** -- images: mean of each K x K x K block; brain mask:
+  a block is brain if any voxel in it is; labels: each nested region
+  (WT, TC, ET) is down-sampled by majority (at least half the block), and the
+  innermost region that holds gives the label. Every region's coarse mask is
+  thus its own majority vote, and the regions stay nested.
+
+The cache layout is described in ``CONTRIBUTING.md``. Arrays are channels-last:
+``image.npy`` is ``(x, y, z, 4)`` float16 in ``BRATS.modalities`` order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator, Mapping
+
+import nibabel as nib
+import numpy as np
+from tqdm.auto import tqdm
+
+from tutorial_lib.config import BRATS
+
+__all__ = [
+    "Layout",
+    "LAYOUTS",
+    "CaseSource",
+    "CaseError",
+    "PrepareReport",
+    "detect_layout",
+    "find_cases",
+    "extract_archive",
+    "read_nifti",
+    "crop_box",
+    "downsample_image",
+    "downsample_mask",
+    "downsample_label",
+    "split_sizes",
+    "split_cases",
+    "directory_lock",
+    "prepare_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+# BraTS label values by meaning, derived from the nested regions in config.
+(_ET,) = BRATS.regions["ET"]
+(_NCR,) = set(BRATS.regions["TC"]) - {_ET}
+(_ED,) = set(BRATS.regions["WT"]) - set(BRATS.regions["TC"])
+_NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MSD_DIRS = {"imagesTr": True, "imagesTs": False}  # folder -> has labels in labelsTr
+# Paper split for its 285 labelled cases: 240 train+val (20 % val), 45 test.
+_PAPER_CASES, _PAPER_TEST, _VAL_FRACTION = 285, 45, 0.2
+_AFFINE_TOLERANCE_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one BraTS release names its files and labels.
+
+    Attributes
+    ----------
+    name : str
+        Short name used in reports and the manifest.
+    description : str
+        Human-readable naming scheme.
+    pattern : re.Pattern or None
+        File-name pattern with groups ``case`` and ``key`` (None for MSD).
+    keys : mapping of str to str
+        File-name key -> cache modality name (``"seg"`` is the label).
+    label_map : mapping of int to int
+        Release label value -> BraTS label value; other values are errors.
+    """
+
+    name: str
+    description: str
+    pattern: re.Pattern[str] | None
+    keys: Mapping[str, str]
+    label_map: Mapping[int, int]
+
+
+LAYOUTS: dict[str, Layout] = {
+    "brats2017": Layout(
+        "brats2017",
+        "BraTS 2017-2021: <case>_flair/_t1/_t1ce/_t2/_seg.nii.gz",
+        re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)\.nii(?:\.gz)?$", re.I),
+        {"flair": "flair", "t1": "t1", "t1ce": "t1ce", "t2": "t2"},
+        {0: 0, 1: _NCR, 2: _ED, 4: _ET},
+    ),
+    "brats2023": Layout(
+        "brats2023",
+        "BraTS 2023+: <case>-t2f/-t1n/-t1c/-t2w/-seg.nii.gz (enhancing tumour 3)",
+        re.compile(r"^(?P<case>.+)-(?P<key>t2f|t1n|t1c|t2w|seg)\.nii(?:\.gz)?$", re.I),
+        {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"},
+        {0: 0, 1: _NCR, 2: _ED, 3: _ET},
+    ),
+    "msd": Layout(
+        "msd",
+        "Medical Segmentation Decathlon Task01: 4D imagesTr/<case>.nii.gz + labelsTr/",
+        None,
+        # Channel order of the 4D images: FLAIR, T1w, t1gd, T2w.
+        {"0": "flair", "1": "t1", "2": "t1ce", "3": "t2"},
+        {0: 0, 1: _ED, 2: _NCR, 3: _ET},
+    ),
+}
+
+
+class CaseError(ValueError):
+    """A case cannot be prepared; the message names the file(s) and problem(s)."""
+
+
+@dataclass
+class CaseSource:
+    """The files of one case as found in the source.
+
+    Attributes
+    ----------
+    case_id : str
+        Case identifier (folder name in the cache).
+    layout : str
+        Key of :data:`LAYOUTS`.
+    files : dict of str to Path
+        ``BRATS.modalities`` names (or ``"image"`` for a 4D MSD file) and
+        ``"seg"`` for the label, when there is one.
+    problems : list of str
+        Problems found while collecting the files (missing, duplicated).
+    """
+
+    case_id: str
+    layout: str
+    files: dict[str, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the case has a label file."""
+        return "seg" in self.files
+
+
+@dataclass
+class PrepareReport:
+    """Outcome of :func:`prepare_dataset`.
+
+    Attributes
+    ----------
+    out_dir : Path
+        The cache folder.
+    layout : str
+        Detected source layout.
+    prepared, skipped : list of str
+        Cases written by this run / already complete from an earlier one.
+    failed : dict of str to str
+        Case id -> message naming the file(s) and problem(s).
+    rejected_members : dict of str to str
+        Unsafe archive member -> reason it was not extracted.
+    warnings : dict of str to str
+        Case id -> note on a prepared case (for example an empty label).
+    """
+
+    out_dir: Path
+    layout: str
+    prepared: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    rejected_members: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no case failed and no archive member was refused."""
+        return not self.failed and not self.rejected_members
+
+    def summary(self) -> str:
+        """One-paragraph human-readable summary, listing every problem."""
+        lines = [
+            f"{self.layout}: {len(self.prepared)} prepared, {len(self.skipped)} already done, "
+            f"{len(self.failed)} failed, {len(self.rejected_members)} archive member(s) refused "
+            f"-> {self.out_dir}"
+        ]
+        lines += [f"  FAILED {case}: {message}" for case, message in sorted(self.failed.items())]
+        lines += [f"  REFUSED {name}: {why}" for name, why in sorted(self.rejected_members.items())]
+        lines += [f"  note {case}: {message}" for case, message in sorted(self.warnings.items())]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def _is_hidden(path: PurePosixPath) -> bool:
+    # macOS archives carry "._name" resource forks and __MACOSX folders.
+    return any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
+
+
+def _layout_of(path: PurePosixPath) -> str | None:
+    if _is_hidden(path) or not _NIFTI.search(path.name):
+        return None
+    if path.parent.name in (*_MSD_DIRS, "labelsTr"):
+        return "msd"
+    for name, layout in LAYOUTS.items():
+        if layout.pattern is not None and layout.pattern.match(path.name):
+            return name
+    return None
+
+
+def _member_names(src: Path) -> list[PurePosixPath]:
+    if src.is_dir():
+        return [PurePosixPath(p.relative_to(src).as_posix()) for p in src.rglob("*") if p.is_file()]
+    if zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as archive:
+            return [PurePosixPath(name) for name in archive.namelist()]
+    if tarfile.is_tarfile(src):
+        with tarfile.open(src) as archive:
+            return [PurePosixPath(name) for name in archive.getnames()]
+    raise ValueError(f"{src}: not a folder, .zip or .tar[.gz] archive")
+
+
+def detect_layout(src: str | os.PathLike[str]) -> str:
+    """Name the BraTS release layout of a folder or archive from its file names.
+
+    Parameters
+    ----------
+    src : path
+        Folder, ``.zip`` or ``.tar[.gz|.bz2|.xz]`` archive.
+
+    Returns
+    -------
+    str
+        A key of :data:`LAYOUTS`: ``"brats2017"``, ``"brats2023"`` or ``"msd"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``src`` does not exist.
+    ValueError
+        If no recognised NIfTI file is found, or files of several layouts are mixed.
+
+    Examples
+    --------
+    >>> detect_layout("~/Downloads/MICCAI_BraTS17_Data_Training")  # doctest: +SKIP
+    'brats2017'
+    """
+    src = Path(src).expanduser()
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    votes: dict[str, int] = {}
+    for name in _member_names(src):
+        layout = _layout_of(name)
+        if layout is not None:
+            votes[layout] = votes.get(layout, 0) + 1
+    if not votes:
+        expected = "; ".join(layout.description for layout in LAYOUTS.values())
+        raise ValueError(f"{src}: no BraTS-style NIfTI files found. Expected one of: {expected}")
+    if len(votes) > 1:
+        raise ValueError(
+            f"{src}: files of several layouts are mixed ({votes}); prepare each release on its own"
+        )
+    return next(iter(votes))
+
+
+def _add_file(case: CaseSource, key: str, path: Path) -> None:
+    if key in case.files:
+        case.problems.append(f"{path}: second file for {key!r} (first: {case.files[key]})")
+    else:
+        case.files[key] = path
+
+
+def _named_cases(root: Path, layout: Layout) -> dict[str, CaseSource]:
+    cases: dict[str, CaseSource] = {}
+    folders: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        match = layout.pattern.match(path.name) if layout.pattern else None
+        if match is None or _is_hidden(PurePosixPath(path.relative_to(root).as_posix())):
+            continue
+        case = cases.setdefault(match["case"], CaseSource(match["case"], layout.name))
+        key = match["key"].lower()
+        _add_file(case, layout.keys.get(key, key), path)
+        folders.setdefault(case.case_id, path.parent)
+    for case in cases.values():
+        folder = folders[case.case_id]
+        for file_key, modality in layout.keys.items():
+            if modality not in case.files:
+                example = f"{case.case_id}{'_' if layout.name == 'brats2017' else '-'}{file_key}"
+                case.problems.append(f"{folder}: missing modality {modality} ({example}.nii.gz)")
+    return cases
+
+
+def _msd_cases(root: Path) -> dict[str, CaseSource]:
+    cases: dict[str, CaseSource] = {}
+    for path in sorted(root.rglob("*")):
+        relative = PurePosixPath(path.relative_to(root).as_posix())
+        if _layout_of(relative) != "msd":
+            continue
+        case_id = _NIFTI.sub("", path.name)
+        case = cases.setdefault(case_id, CaseSource(case_id, "msd"))
+        if path.parent.name == "labelsTr":
+            _add_file(case, "seg", path)
+            continue
+        _add_file(case, "image", path)
+        label = path.parent.parent / "labelsTr" / path.name
+        if _MSD_DIRS[path.parent.name] and not label.is_file():
+            case.problems.append(f"{label}: missing label file for training image {path}")
+    for case in cases.values():
+        if "image" not in case.files:
+            case.problems.append(f"{case.files['seg']}: label without an image in imagesTr")
+    return cases
+
+
+def find_cases(root: str | os.PathLike[str], layout: str) -> list[CaseSource]:
+    """Collect the files of every case under ``root`` for a given layout.
+
+    Parameters
+    ----------
+    root : path
+        Extracted source folder.
+    layout : str
+        Key of :data:`LAYOUTS` (see :func:`detect_layout`).
+
+    Returns
+    -------
+    list of CaseSource
+        Sorted by case id; cases with missing or duplicated files carry
+        ``problems`` and are reported as failed by :func:`prepare_dataset`.
+
+    Raises
+    ------
+    ValueError
+        If ``layout`` is unknown.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    root = Path(root)
+    cases = _msd_cases(root) if layout == "msd" else _named_cases(root, LAYOUTS[layout])
+    for case in cases.values():
+        if not _CASE_ID.match(case.case_id):
+            case.problems.append(f"case id {case.case_id!r} is not usable as a folder name")
+    return [cases[case_id] for case_id in sorted(cases)]
+
+
+# ----------------------------------------------------------------------------- archives
+
+
+def _member_problem(name: str, target: Path) -> str | None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or re.match(r"^[A-Za-z]:", name):
+        return "absolute path refused"
+    if ".." in path.parts:
+        return "path leads outside the extraction folder ('..') refused"
+    if not (target / path).resolve().is_relative_to(target.resolve()):
+        return "path leads outside the extraction folder refused"
+    return None
+
+
+def _wanted(name: str) -> bool:
+    path = PurePosixPath(name)
+    return not _is_hidden(path) and bool(_NIFTI.search(path.name) or path.name.endswith(".json"))
+
+
+def _copy_member(stream: Any, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with open(destination, "wb") as handle:
+        shutil.copyfileobj(stream, handle, length=1 << 20)
+
+
+def _extract_tar(archive: Path, target: Path) -> dict[str, str]:
+    rejected: dict[str, str] = {}
+    with tarfile.open(archive) as tar:
+        for member in tar:
+            problem = _member_problem(member.name, target)
+            if problem is None and (member.issym() or member.islnk()):
+                problem = f"link to {member.linkname!r} refused"
+            elif problem is None and not (member.isfile() or member.isdir()):
+                problem = "special file (device, fifo) refused"
+            if problem is not None:
+                rejected[member.name] = problem
+            elif member.isfile() and _wanted(member.name):
+                _copy_member(tar.extractfile(member), target / member.name)
+    return rejected
+
+
+def _extract_zip(archive: Path, target: Path) -> dict[str, str]:
+    rejected: dict[str, str] = {}
+    with zipfile.ZipFile(archive) as zipped:
+        for info in zipped.infolist():
+            problem = _member_problem(info.filename, target)
+            if problem is None and stat.S_ISLNK(info.external_attr >> 16):
+                problem = "symbolic link refused"
+            if problem is not None:
+                rejected[info.filename] = problem
+            elif not info.is_dir() and _wanted(info.filename):
+                with zipped.open(info) as stream:
+                    _copy_member(stream, target / info.filename)
+    return rejected
+
+
+def extract_archive(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> dict[str, str]:
+    """Safely extract the NIfTI (and JSON) files of a .zip or .tar[.gz] archive.
+
+    Members with absolute paths, ``..`` components, links or special files are
+    not extracted; they are returned with the reason. Nothing is written
+    outside ``target``.
+
+    Parameters
+    ----------
+    archive : path
+        The downloaded archive.
+    target : path
+        Folder to extract into (created if needed).
+
+    Returns
+    -------
+    dict of str to str
+        Refused member name -> reason.
+
+    Raises
+    ------
+    ValueError
+        If ``archive`` is neither a zip nor a tar archive.
+    """
+    archive, target = Path(archive), Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        return _extract_zip(archive, target)
+    if tarfile.is_tarfile(archive):
+        return _extract_tar(archive, target)
+    raise ValueError(f"{archive}: not a .zip or .tar[.gz] archive")
+
+
+def _source_root(src: Path, out_dir: Path) -> tuple[Path, dict[str, str], Path | None]:
+    """Folder to read cases from, refused members, and a folder to delete afterwards."""
+    if src.is_dir():
+        return src, {}, None
+    # Extraction is resumable: a finished one is marked and reused.
+    target = out_dir / f".extract-{src.name}"
+    marker = target / ".complete.json"
+    if marker.is_file():
+        return target, json.loads(marker.read_text()), target
+    shutil.rmtree(target, ignore_errors=True)
+    rejected = extract_archive(src, target)
+    _write_json(marker, rejected)
+    return target, rejected, target
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _nifti_class(raw: bytes) -> type[nib.Nifti1Image]:
+    sizes = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
+    return nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
+
+
+def read_nifti(path: str | os.PathLike[str], *, as_float: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a whole NIfTI file, checking the gzip stream's CRC and length.
+
+    Parameters
+    ----------
+    path : path
+        ``.nii`` or ``.nii.gz`` file.
+    as_float : bool, optional
+        Return float32 (scaling applied); False keeps the stored dtype when
+        the file has no scaling (labels).
+
+    Returns
+    -------
+    data : np.ndarray
+        Array with the file's shape.
+    affine : np.ndarray
+        ``(4, 4)`` voxel-to-world matrix.
+
+    Raises
+    ------
+    CaseError
+        If the file cannot be read or decoded completely; the message names the file.
+    """
+    try:
+        raw = Path(path).read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            # gzip.decompress checks the CRC and length that nibabel's streaming read skips.
+            raw = gzip.decompress(raw)
+        image = _nifti_class(raw).from_bytes(raw)
+        data = image.get_fdata(dtype=np.float32) if as_float else np.asanyarray(image.dataobj)
+        return np.asarray(data), np.asarray(image.affine, float)
+    except Exception as error:  # noqa: BLE001 - any decoding failure is reported per file
+        raise CaseError(f"{path}: cannot be decoded ({type(error).__name__}: {error})") from error
+
+
+def _squeeze(data: np.ndarray, ndim: int) -> np.ndarray:
+    while data.ndim > ndim and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data
+
+
+def _read_images(case: CaseSource, problems: list[str]) -> tuple[dict[str, np.ndarray], dict]:
+    """Images by modality and {modality: (path, affine)}; problems appended."""
+    images, where = {}, {}
+    paths = {"image": case.files["image"]} if case.layout == "msd" else case.files
+    for key, path in paths.items():
+        if key == "seg":
+            continue
+        try:
+            data, affine = read_nifti(path)
+        except CaseError as error:
+            problems.append(str(error))
+            continue
+        if case.layout == "msd":
+            if data.ndim != 4 or data.shape[-1] != len(BRATS.modalities):
+                problems.append(f"{path}: expected a 4D image with 4 channels, got shape {data.shape}")
+                continue
+            for channel, modality in LAYOUTS["msd"].keys.items():
+                images[modality], where[modality] = data[..., int(channel)], (path, affine)
+        else:
+            images[key], where[key] = _squeeze(data, 3), (path, affine)
+    return images, where
+
+
+def _check_images(images: dict[str, np.ndarray], where: dict, problems: list[str]) -> None:
+    for modality, data in images.items():
+        path = where[modality][0]
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:
+            problems.append(f"{path}: {bad} non-finite voxel(s) (NaN or inf) in {modality}")
+        if data.ndim != 3:
+            problems.append(f"{path}: expected a 3D volume, got shape {data.shape}")
+
+
+def _check_geometry(arrays: dict[str, tuple[Path, tuple, np.ndarray]], problems: list[str]) -> None:
+    """All entries (path, shape, affine) must agree with the first one."""
+    (ref_path, ref_shape, ref_affine), *others = arrays.values()
+    for path, shape, affine in others:
+        if shape != ref_shape:
+            problems.append(f"{path}: shape {shape} differs from {ref_path} {ref_shape}")
+        elif not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE_MM):
+            problems.append(f"{path}: affine differs from {ref_path}")
+
+
+def _label_counts(data: np.ndarray, path: Path, declared: str, problems: list[str]) -> np.ndarray | None:
+    """Voxel count per label value 0-255, or None (problem appended) for bad values."""
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)):
+            problems.append(f"{path}: non-finite label values (NaN or inf)")
+            return None
+        if np.any(np.mod(data, 1)):
+            problems.append(f"{path}: non-integer label values (labels must be {declared})")
+            return None
+    low, high = data.min(), data.max()
+    if low < 0 or high > 255:
+        outside = np.unique(data[(data < 0) | (data > 255)])[:5].tolist()
+        problems.append(f"{path}: unexpected label value(s) {outside}; labels must be {declared}")
+        return None
+    return np.bincount(data.astype(np.uint8, copy=False).ravel(), minlength=256)
+
+
+def _map_label(data: np.ndarray, path: Path, layout: Layout, problems: list[str]) -> np.ndarray | None:
+    """BraTS uint8 labels from a release's labels, or None (problem appended)."""
+    declared = ", ".join(str(value) for value in sorted(layout.label_map))
+    counts = _label_counts(data, path, declared, problems)
+    if counts is None:
+        return None
+    unexpected = sorted(set(np.flatnonzero(counts).tolist()) - set(layout.label_map))
+    if unexpected:
+        problems.append(f"{path}: unexpected label value(s) {unexpected}; {layout.name} declares {declared}")
+        return None
+    table = np.zeros(256, np.uint8)
+    for source, target in layout.label_map.items():
+        table[source] = target
+    return table[data.astype(np.uint8, copy=False)]
+
+
+def _read_label(case: CaseSource, geometry: dict, problems: list[str]) -> np.ndarray | None:
+    path = case.files["seg"]
+    try:
+        data, affine = read_nifti(path, as_float=False)
+    except CaseError as error:
+        problems.append(str(error))
+        return None
+    data = _squeeze(data, 3)
+    geometry["seg"] = (path, data.shape, affine)
+    return _map_label(data, path, LAYOUTS[case.layout], problems)
+
+
+def _load_case(case: CaseSource) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray, list[str]]:
+    """Validated 3D images by modality, BraTS label or None, affine, notes; raises CaseError."""
+    problems = list(case.problems)
+    if problems:
+        raise CaseError("; ".join(problems))
+    images, where = _read_images(case, problems)
+    _check_images(images, where, problems)
+    geometry = {m: (where[m][0], images[m].shape, where[m][1]) for m in BRATS.modalities if m in images}
+    label = _read_label(case, geometry, problems) if case.labelled else None
+    if geometry:
+        _check_geometry(geometry, problems)
+    if problems:
+        raise CaseError("; ".join(problems))
+    notes = [] if label is None or label.any() else [f"{case.files['seg']}: label is empty (no tumour)"]
+    return images, label, next(iter(geometry.values()))[2], notes
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+def _axis_window(low: int, high: int, size: int, crop: int) -> tuple[int, int, int]:
+    if size <= crop:
+        return 0, size, crop - size
+    start = (size - crop) // 2
+    if high - low <= crop:
+        start = min(max(start, high - crop), low)
+    else:
+        start = (low + high) // 2 - crop // 2
+    start = min(max(start, 0), size - crop)
+    return start, start + crop, 0
+
+
+def crop_box(
+    brain: np.ndarray, *, crop_shape: tuple[int, int, int] = BRATS.crop_shape
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Crop window and end padding that map a volume onto ``crop_shape``.
+
+    Along each axis longer than the crop, the window starts centred and moves
+    as little as needed to contain the brain's extent (if that extent is longer
+    than the crop, the window is centred on it). Shorter axes are kept whole
+    and zero-padded at their end.
+
+    Parameters
+    ----------
+    brain : np.ndarray
+        Boolean brain mask ``(x, y, z)`` on the original grid.
+    crop_shape : tuple of int, optional
+        Target grid, ``BRATS.crop_shape`` (192, 192, 160) by default.
+
+    Returns
+    -------
+    box : list of [start, stop]
+        Per-axis window in original voxel indices.
+    padding : list of [before, after]
+        Per-axis zero padding applied after cropping (``before`` is always 0).
+
+    Examples
+    --------
+    >>> brain = np.zeros((240, 240, 155), bool); brain[30:200, 10:190, 5:150] = True
+    >>> crop_box(brain)
+    ([[24, 216], [10, 202], [0, 155]], [[0, 0], [0, 0], [0, 5]])
+    """
+    if brain.ndim != 3 or not brain.any():
+        raise ValueError(f"brain mask must be a non-empty 3D array, got shape {brain.shape}")
+    box, padding = [], []
+    for axis, crop in enumerate(crop_shape):
+        present = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
+        start, stop, pad = _axis_window(int(present[0]), int(present[-1]) + 1, brain.shape[axis], crop)
+        box.append([start, stop])
+        padding.append([0, pad])
+    return box, padding
+
+
+def _apply_crop(volume: np.ndarray, box: list[list[int]], padding: list[list[int]]) -> np.ndarray:
+    window = volume[tuple(slice(start, stop) for start, stop in box)]
+    out = np.zeros([stop - start + pad for (start, stop), (_, pad) in zip(box, padding)], volume.dtype)
+    out[tuple(slice(0, n) for n in window.shape)] = window
+    return out
+
+
+def _blocks(array: np.ndarray, factor: int) -> np.ndarray:
+    x, y, z = array.shape[:3]
+    if x % factor or y % factor or z % factor:
+        raise ValueError(f"grid {array.shape[:3]} is not divisible by the down-sampling factor {factor}")
+    return array.reshape(x // factor, factor, y // factor, factor, z // factor, factor, *array.shape[3:])
+
+
+def downsample_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean of ``(x, y, z[, channels])`` over ``factor``-sized cubes, as float32."""
+    if factor == 1:
+        return image.astype(np.float32, copy=False)
+    return _blocks(image.astype(np.float32, copy=False), factor).mean(axis=(1, 3, 5))
+
+
+def downsample_mask(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Block "any" of a boolean ``(x, y, z)`` mask: a coarse voxel is set if any fine one is."""
+    return mask if factor == 1 else _blocks(mask, factor).any(axis=(1, 3, 5))
+
+
+def downsample_label(label: np.ndarray, factor: int) -> np.ndarray:
+    """Down-sample a BraTS label volume ``(x, y, z)`` region by region.
+
+    Each nested region (WT, then TC, then ET) is set where at least half of
+    the block belongs to it; the innermost region that is set decides the
+    label. So each region's coarse mask is its own majority vote, which keeps
+    small but solid structures (a compact enhancing core) and drops only
+    structures thinner than half a block.
+
+    Examples
+    --------
+    >>> label = np.zeros((2, 2, 2), np.uint8); label[0] = 4   # half the block ET
+    >>> int(downsample_label(label, 2)[0, 0, 0])
+    4
+    """
+    if factor == 1:
+        return label
+    out = np.zeros(tuple(n // factor for n in label.shape), np.uint8)
+    for region, value in (("WT", _ED), ("TC", _NCR), ("ET", _ET)):
+        lookup = np.zeros(256, np.float32)
+        lookup[list(BRATS.regions[region])] = 1.0
+        out[_blocks(lookup[label], factor).mean(axis=(1, 3, 5)) >= 0.5] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def _zscore(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
+    """Z-score ``volume`` in place with the brain's statistics; 0 outside the brain."""
+    values = volume[brain]
+    mean, std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
+    std = std if std > 1e-6 else 1.0  # a constant modality becomes 0 instead of dividing by 0
+    volume -= mean
+    volume /= std
+    volume[~brain] = 0.0
+    return {"mean": mean, "std": std}
+
+
+def _volumes_cm3(label: np.ndarray, voxel_mm3: float) -> dict[str, float]:
+    counts = np.bincount(label.ravel(), minlength=256)
+    return {str(value): float(counts[value] * voxel_mm3 / 1000.0) for value in BRATS.labels if value}
+
+
+def _process(case: CaseSource, root: Path, downsample: int) -> tuple[dict[str, np.ndarray], dict]:
+    images, label, affine, notes = _load_case(case)
+    brain = np.logical_or.reduce([images[m] != 0 for m in BRATS.modalities])
+    if not brain.any():
+        raise CaseError(f"{next(iter(case.files.values()))}: every image voxel is zero in every modality")
+    box, padding = crop_box(brain)
+    original_shape, brain = list(brain.shape), _apply_crop(brain, box, padding)
+    grid = [n // downsample for n in brain.shape]
+    image, stats = np.empty(grid + [len(BRATS.modalities)], np.float16), {}
+    for channel, modality in enumerate(BRATS.modalities):
+        volume = _apply_crop(images.pop(modality), box, padding)
+        stats[modality] = _zscore(volume, brain)
+        image[..., channel] = downsample_image(volume, downsample)
+    arrays = {"image": image, "brain": downsample_mask(brain, downsample)}
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    meta: dict[str, Any] = {
+        "case_id": case.case_id,
+        "layout": case.layout,
+        "labelled": label is not None,
+        "source_files": {k: Path(p).relative_to(root).as_posix() for k, p in case.files.items()},
+        "original_shape": original_shape,
+        "original_affine": affine.tolist(),
+        "voxel_volume_mm3": voxel_mm3,
+        "crop_box": box,
+        "padding": padding,
+        "downsample": downsample,
+        "shape": list(arrays["brain"].shape),
+        "normalisation": stats,
+        "brain_slices": np.flatnonzero(arrays["brain"].any(axis=(0, 1))).tolist(),
+        "notes": notes,
+    }
+    if label is not None:
+        arrays["label"] = downsample_label(_apply_crop(label, box, padding), downsample)
+        meta["tumour_volumes_cm3"] = _volumes_cm3(label, voxel_mm3)
+        meta["empty_label"] = not label.any()
+        meta["tumour_slices"] = np.flatnonzero(arrays["label"].any(axis=(0, 1))).tolist()
+    return arrays, meta
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
+        json.dump(payload, f, indent=1)
+    os.replace(f.name, path)
+
+
+def _write_case(cases_dir: Path, case_id: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write into ``.tmp-<id>-*`` and rename, so a case folder is complete or absent."""
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=cases_dir))
+    try:
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        _write_json(tmp / "case.json", meta)
+        os.rename(tmp, cases_dir / case_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _prepare_one(case: CaseSource, root: Path, cases_dir: Path, downsample: int) -> tuple[str, str, str]:
+    """Worker: returns (case_id, "prepared" | "failed", message)."""
+    try:
+        arrays, meta = _process(case, root, downsample)
+        _write_case(cases_dir, case.case_id, arrays, meta)
+        return case.case_id, "prepared", "; ".join(meta["notes"])
+    except CaseError as error:
+        return case.case_id, "failed", str(error)
+    except Exception as error:  # noqa: BLE001 - one broken case must not stop the import
+        return case.case_id, "failed", f"{type(error).__name__}: {error}"
+
+
+# ----------------------------------------------------------------------------- split
+
+
+def split_sizes(n_cases: int) -> tuple[int, int, int]:
+    """Train, validation and test sizes for ``n_cases`` labelled cases.
+
+    The paper's 285 cases give 240 for training (20 % of them, 48, for
+    validation) and 45 for testing. Other counts keep the proportions, rounding
+    halves up: ``test = round(n * 45 / 285)``, ``val = round(0.2 * (n - test))``.
+
+    Examples
+    --------
+    >>> split_sizes(285)
+    (192, 48, 45)
+    >>> split_sizes(16)
+    (10, 3, 3)
+    """
+    if n_cases < 0:
+        raise ValueError(f"n_cases must be >= 0, got {n_cases}")
+    test = math.floor(n_cases * _PAPER_TEST / _PAPER_CASES + 0.5)
+    val = math.floor(_VAL_FRACTION * (n_cases - test) + 0.5)
+    return n_cases - test - val, val, test
+
+
+def split_cases(case_ids: Iterable[str], *, seed: int) -> dict[str, list[str]]:
+    """Seeded train/val/test split with the sizes of :func:`split_sizes`.
+
+    The result depends only on the set of ids and the seed, not their order.
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
+    """
+    ids = sorted(set(case_ids))
+    train, val, _ = split_sizes(len(ids))
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    parts = {"train": order[:train], "val": order[train : train + val], "test": order[train + val :]}
+    return {name: sorted(part) for name, part in parts.items()}
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+@contextlib.contextmanager
+def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock file while preparing, so concurrent calls queue up.
+
+    Uses ``fcntl.flock``; on platforms without it (Windows) no lock is taken.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finished_cases(cases_dir: Path) -> dict[str, dict]:
+    finished = {}
+    for case_json in sorted(cases_dir.glob("*/case.json")):
+        if not case_json.parent.name.startswith("."):
+            finished[case_json.parent.name] = json.loads(case_json.read_text())
+    return finished
+
+
+def _clean_leftovers(cases_dir: Path) -> None:
+    """Remove temporary folders of an interrupted run (the lock is held)."""
+    for leftover in cases_dir.glob(".tmp-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    for folder in cases_dir.iterdir() if cases_dir.is_dir() else []:
+        if folder.is_dir() and not (folder / "case.json").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_downsample(downsample: int, finished: dict[str, dict], out_dir: Path) -> None:
+    if not isinstance(downsample, int) or downsample < 1 or any(n % downsample for n in BRATS.crop_shape):
+        raise ValueError(f"downsample must be a positive integer dividing {BRATS.crop_shape}, got {downsample!r}")
+    earlier = {meta["downsample"] for meta in finished.values()} - {downsample}
+    if earlier:
+        raise ValueError(f"{out_dir} holds cases prepared with downsample {sorted(earlier)}; use another --out")
+
+
+def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
+    cases = _finished_cases(out_dir / "cases")
+    labelled = [case_id for case_id, meta in cases.items() if meta["labelled"]]
+    shape = [n // downsample for n in BRATS.crop_shape]
+    _write_json(
+        out_dir / "manifest.json",
+        {"version": 1, "downsample": downsample, "modalities": list(BRATS.modalities), "shape": shape,
+         "cases": cases},
+    )
+    unlabelled = sorted(set(cases) - set(labelled))
+    _write_json(out_dir / "split.json", {"seed": seed, **split_cases(labelled, seed=seed), "unlabelled": unlabelled})
+
+
+def _run_cases(todo: list[CaseSource], root: Path, cases_dir: Path, downsample: int, workers: int,
+               progress: bool) -> Iterator[tuple[str, str, str]]:
+    bar = tqdm(total=len(todo), desc="preparing cases", unit="case", disable=not progress)
+    if workers == 1:
+        for case in todo:
+            yield _prepare_one(case, root, cases_dir, downsample)
+            bar.update()
+    else:
+        # "spawn": forking a process that already runs TensorFlow/JAX threads can deadlock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_prepare_one, case, root, cases_dir, downsample) for case in todo]
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+    bar.close()
+
+
+def prepare_dataset(
+    src: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    downsample: int = 1,
+    workers: int = 1,
+    seed: int = 0,
+    progress: bool = True,
+) -> PrepareReport:
+    """Validate, crop, normalise and cache every case of a BraTS download.
+
+    Finished cases in ``out_dir`` are skipped, so an interrupted run resumes;
+    a failing case is reported and the others are still prepared. The
+    manifest and split are rebuilt from all finished cases at the end.
+
+    Parameters
+    ----------
+    src : path
+        Folder or .zip/.tar[.gz] archive in one of :data:`LAYOUTS`.
+    out_dir : path
+        Cache folder (see ``CONTRIBUTING.md`` for its layout).
+    downsample : int, optional
+        Block size K; the cache grid is ``BRATS.crop_shape // K``.
+    workers : int, optional
+        Worker processes (1 runs in this process).
+    seed : int, optional
+        Seed of the train/val/test split.
+    progress : bool, optional
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    PrepareReport
+        Prepared, skipped and failed cases; ``report.ok`` is False if any failed.
+
+    Raises
+    ------
+    ValueError
+        For a bad ``downsample``/``workers``, an unrecognised source, or an
+        ``out_dir`` prepared earlier with another ``downsample``.
+
+    Examples
+    --------
+    >>> report = prepare_dataset("BraTS2017_Training.zip", "data/cache/brats17", downsample=2)  # doctest: +SKIP
+    >>> print(report.summary())  # doctest: +SKIP
+    """
+    src, out_dir = Path(src).expanduser(), Path(out_dir).expanduser()
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    cases_dir = out_dir / "cases"
+    with directory_lock(out_dir / ".lock"):
+        _clean_leftovers(cases_dir)
+        finished = _finished_cases(cases_dir)
+        _check_downsample(downsample, finished, out_dir)
+        layout = detect_layout(src)
+        root, rejected, extracted = _source_root(src, out_dir)
+        report = PrepareReport(out_dir, layout, rejected_members=dict(rejected))
+        todo = []
+        for case in find_cases(root, layout):
+            if case.case_id in finished:
+                report.skipped.append(case.case_id)
+            elif case.problems:
+                report.failed[case.case_id] = "; ".join(case.problems)
+            else:
+                todo.append(case)
+        for case_id, status, message in _run_cases(todo, root, cases_dir, downsample, workers, progress):
+            if status == "failed":
+                report.failed[case_id] = message
+                logger.warning("case %s failed: %s", case_id, message)
+            else:
+                report.prepared.append(case_id)
+                if message:
+                    report.warnings[case_id] = message
+                    logger.info("case %s: %s", case_id, message)
+        report.prepared.sort()
+        _write_index(out_dir, downsample, seed)
+        if extracted is not None:
+            shutil.rmtree(extracted, ignore_errors=True)
+    return report
