@@ -1,0 +1,389 @@
+"""Shared plumbing for the benchmark scripts: command line, timing, memory, tables.
+
+Every benchmark is a script with a ``main(argv) -> list[dict]`` function that
+prints one or more Markdown tables and returns the rows it printed, so that
+``run_all.py`` can run them in one process and tests can check the numbers.
+
+Nothing here imports Keras at module level: the Keras backend is fixed by the
+``KERAS_BACKEND`` environment variable at the first ``import keras``, so
+``--backend`` must be applied before that happens (see :func:`apply_backend`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+__all__ = [
+    "REPO_ROOT",
+    "PRECISIONS",
+    "base_parser",
+    "apply_backend",
+    "active_backend",
+    "default_size",
+    "keras_device",
+    "time_steps",
+    "cpu_peak_rss_bytes",
+    "keras_peak_memory_bytes",
+    "reset_keras_peak_memory",
+    "conv_flops",
+    "keras_model_flops",
+    "print_table",
+    "run_subprocess_json",
+    "versions",
+    "write_json",
+    "emit_result",
+    "make_cases",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The GPU machine runs the scripts from a plain checkout without `pip install -e .`.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+# Keras dtype policies for each precision; matmuls/convs run in the low
+# precision while variables, losses and metrics stay float32.
+KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+RESULT_PREFIX = "BENCH_JSON "
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Return an argument parser holding the options every benchmark shares.
+
+    Parameters
+    ----------
+    description : str
+        First line of ``--help``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        With ``--smoke``, ``--backend``, ``--size X Y Z``, ``--precision``,
+        ``--steps``, ``--warmup``, ``--batch-size`` and ``--json``.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; checks the script runs")
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax", "torch"),
+        default=None,
+        help="Keras backend (sets KERAS_BACKEND; default: the environment's)",
+    )
+    parser.add_argument(
+        "--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None, help="volume size"
+    )
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps/repeats")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    return parser
+
+
+def apply_backend(backend: str | None) -> str:
+    """Select the Keras backend before Keras is imported and return the active one.
+
+    Raises
+    ------
+    ValueError
+        If Keras is already imported with another backend: a process holds one
+        backend for life, so compare backends in subprocesses instead.
+    """
+    if backend is not None:
+        if "keras" in sys.modules and active_backend() != backend:
+            raise ValueError(
+                f"Keras is already imported with backend {active_backend()!r}; "
+                f"run this benchmark in a subprocess with KERAS_BACKEND={backend}"
+            )
+        os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return active_backend()
+
+
+def active_backend() -> str:
+    """Name of the Keras backend this process uses (or will use)."""
+    if "keras" in sys.modules:
+        import keras
+
+        return keras.backend.backend()
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def keras_device() -> str:
+    """``"gpu"`` if the active Keras backend sees an accelerator, else ``"cpu"``."""
+    backend = active_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+    if backend == "jax":
+        import jax
+
+        return "cpu" if jax.default_backend() == "cpu" else "gpu"
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def default_size(device: str, *, smoke: bool) -> tuple[int, int, int]:
+    """The benchmark volume: 192x192x160 on a GPU, 96x96x64 on a CPU, 16^3 in smoke mode."""
+    if smoke:
+        return (16, 16, 16)
+    return (192, 192, 160) if device == "gpu" else (96, 96, 64)
+
+
+def time_steps(step: Callable[[], Any], *, steps: int, warmup: int) -> list[float]:
+    """Run ``step`` ``warmup`` times untimed, then ``steps`` times, returning seconds per call.
+
+    ``step`` must block until its work is done (for example by converting a
+    loss to a Python float), otherwise asynchronous devices time nothing.
+    """
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def cpu_peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports kilobytes)."""
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def reset_keras_peak_memory() -> None:
+    """Reset the accelerator's peak-memory counter where the backend allows it."""
+    backend = active_backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.reset_memory_stats("GPU:0")
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    # JAX exposes no reset; its peak counts from process start, which is
+    # fine because each measurement runs in a fresh process on the GPU.
+
+
+def keras_peak_memory_bytes() -> tuple[int, str]:
+    """Peak memory of the measurement and where it was read.
+
+    Returns
+    -------
+    tuple of (int, str)
+        Bytes, and ``"gpu"`` (framework allocator peak) or ``"cpu-rss"``
+        (process peak resident set size, which includes the framework itself).
+    """
+    backend = active_backend()
+    if keras_device() == "gpu":
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return int(tf.config.experimental.get_memory_info("GPU:0")["peak"]), "gpu"
+        if backend == "jax":
+            import jax
+
+            stats = jax.local_devices()[0].memory_stats() or {}
+            return int(stats.get("peak_bytes_in_use", -1)), "gpu"
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()), "gpu"
+    return cpu_peak_rss_bytes(), "cpu-rss"
+
+
+def conv_flops(
+    kernel: Sequence[int], in_channels: int, out_channels: int, voxels: int
+) -> int:
+    """Forward FLOPs of one convolution: 2 * prod(kernel) * Cin * Cout per voxel.
+
+    ``voxels`` is the number of output voxels for a convolution and the number
+    of *input* voxels for a strided transposed convolution, because each input
+    voxel is multiplied into one kernel's worth of outputs (counting output
+    voxels would overstate a stride-2 transposed convolution eightfold).
+    """
+    return 2 * math.prod(kernel) * in_channels * out_channels * voxels
+
+
+def keras_model_flops(model: Any, *, batch_size: int = 1) -> int:
+    """Forward FLOPs of every Conv/ConvTranspose layer of a built Keras model.
+
+    Other layers (pooling, activations, concatenation) are memory bound and
+    left out, as is conventional for achieved-TFLOP/s figures.
+    """
+    import keras
+
+    total = 0
+    for layer in _walk_layers(model):
+        if isinstance(layer, keras.layers.Conv3DTranspose):
+            spatial = layer.input.shape[1:-1]
+        elif isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv2D)):
+            spatial = layer.output.shape[1:-1]
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            spatial = layer.input.shape[1:-1]
+        else:
+            continue
+        in_channels = layer.input.shape[-1]
+        total += conv_flops(layer.kernel_size, in_channels, layer.filters, math.prod(spatial))
+    return total * batch_size
+
+
+def _walk_layers(model: Any) -> Iterable[Any]:
+    """Every leaf layer of a possibly nested functional model."""
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _walk_layers(layer)
+        else:
+            yield layer
+
+
+def print_table(title: str, rows: list[dict[str, Any]], *, file: Any = None) -> None:
+    """Print ``rows`` as a Markdown table under a ``### title`` heading."""
+    file = file or sys.stdout
+    print(f"\n### {title}\n", file=file)
+    if not rows:
+        print("(no rows)", file=file)
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cells = [[_format(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |", file=file)
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", file=file)
+    for row in cells:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |", file=file)
+    file.flush()
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value == 0 or 1e-3 <= abs(value) < 1e5:
+            return f"{value:.4g}" if abs(value) < 1 else f"{value:.3f}".rstrip("0").rstrip(".")
+        return f"{value:.3e}"
+    if isinstance(value, (tuple, list)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
+def emit_result(record: dict[str, Any]) -> None:
+    """Print one machine-readable result line for a parent process to collect."""
+    print(RESULT_PREFIX + json.dumps(record), flush=True)
+
+
+def run_subprocess_json(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout: float | None = None
+) -> list[dict[str, Any]]:
+    """Run a benchmark in a fresh Python process and collect its result lines.
+
+    A fresh process is how backends are compared (one Keras backend per
+    process) and how peak memory of one measurement is kept apart from another.
+
+    Raises
+    ------
+    RuntimeError
+        If the subprocess fails or times out; the message holds its output tail.
+    """
+    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, *argv], env=full_env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired as error:
+        raise RuntimeError(f"{' '.join(argv)} timed out after {timeout} s") from error
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-3000:]
+        raise RuntimeError(f"{' '.join(argv)} exited with {done.returncode}:\n{tail}")
+    return [
+        json.loads(line[len(RESULT_PREFIX):])
+        for line in done.stdout.splitlines()
+        if line.startswith(RESULT_PREFIX)
+    ]
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and of the frameworks that are importable without importing them."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for name in ("keras", "tensorflow", "tensorflow-cpu", "jax", "jaxlib", "torch", "numpy"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def write_json(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` (plus versions) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"versions": versions(), "rows": rows}
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, indent=1, default=str)
+    os.replace(handle.name, path)
+
+
+def make_cases(raw_dir: Path, n_cases: int, *, workers: int = 1) -> str:
+    """Write ``n_cases`` BraTS-2017-style cases into ``raw_dir``; return how they were made.
+
+    Uses ``tutorial_lib.synthetic.make_dataset``. Where its anatomy template
+    cannot be loaded (nilearn missing, as on a bare GPU machine), writes
+    simple cases instead: an ellipsoidal "brain" of noise with a spherical
+    "tumour" carrying labels 1, 2 and 4, same file names, dtypes and grid, so
+    that preparation and reading do the same work per voxel.
+    """
+    try:
+        import nilearn  # noqa: F401  (the synthetic generator's template source)
+    except ImportError:
+        _write_simple_cases(Path(raw_dir), n_cases)
+        return "simple ellipsoid cases (nilearn missing)"
+    from tutorial_lib.synthetic import make_dataset
+
+    make_dataset(raw_dir, n_cases, seed=0, workers=workers, progress=False)
+    return "tutorial_lib.synthetic cases"
+
+
+def _write_simple_cases(raw_dir: Path, n_cases: int) -> None:
+    import nibabel
+    import numpy as np
+
+    from tutorial_lib.config import BRATS
+
+    grid = np.indices(BRATS.shape, dtype=np.float32)
+    centre = (np.array(BRATS.shape, dtype=np.float32) - 1) / 2
+    radius = np.array(BRATS.shape, dtype=np.float32) * 0.4
+    brain = (((grid - centre[:, None, None, None]) / radius[:, None, None, None]) ** 2).sum(0) <= 1
+    distance = np.sqrt(((grid - (centre + [20, 10, 0])[:, None, None, None]) ** 2).sum(0))
+    label = np.select([distance < 6, distance < 10, distance < 18], [1, 4, 2], 0).astype(np.uint8)
+    label[~brain] = 0
+    rng = np.random.default_rng(0)
+    for index in range(n_cases):
+        case = f"Simple_{index:04d}"
+        folder = raw_dir / case
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in (*BRATS.modalities, "seg"):
+            if name == "seg":
+                array = label
+            else:
+                array = (rng.normal(500, 100, BRATS.shape) * brain + 200 * (label > 0))
+                array = array.astype(np.int16)
+            nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), folder / f"{case}_{name}.nii.gz")

@@ -1,0 +1,125 @@
+"""The benchmark suite's smoke mode: every script runs and prints tables of finite numbers.
+
+Speed is not tested here (figures on a shared CI machine mean nothing); this
+only keeps ``benchmarks/`` from rotting. One subprocess runs
+``benchmarks/run_all.py --smoke`` under the current ``KERAS_BACKEND``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+
+EXPECTED_TABLES = (
+    "Training step, Table 1 model",
+    "Ours / PyTorch reference",
+    "Whole-volume inference",
+    "Input pipeline vs training step",
+    "Preparation and cache reads vs NIfTI decompression",
+)
+
+
+def _tables(text: str) -> dict[str, list[dict[str, str]]]:
+    """Parse the Markdown tables printed by ``common.print_table``: title -> rows."""
+    tables, title, header = {}, None, None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            title, header = line[4:].strip(), None
+            tables[title] = []
+        elif line.startswith("|") and title is not None:
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            if header is None:
+                header = cells
+            elif not set(line) <= set("|- "):
+                tables[title].append(dict(zip(header, cells)))
+    return tables
+
+
+def _numbers(row: dict[str, str]) -> list[float]:
+    found = []
+    for cell in row.values():
+        try:
+            found.append(float(cell))
+        except ValueError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict]:
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--smoke", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=300, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout, json.loads(out.read_text())
+
+
+def test_every_table_is_printed(smoke_run: tuple[str, dict]) -> None:
+    stdout, _ = smoke_run
+    titles = list(_tables(stdout))
+    for expected in EXPECTED_TABLES:
+        assert any(title.startswith(expected) for title in titles), (expected, titles)
+
+
+def test_table_numbers_are_finite_and_rows_present(smoke_run: tuple[str, dict]) -> None:
+    stdout, _ = smoke_run
+    for title, rows in _tables(stdout).items():
+        assert rows, f"table {title!r} has no rows"
+        for row in rows:
+            numbers = _numbers(row)
+            assert numbers, (title, row)
+            assert all(math.isfinite(n) for n in numbers), (title, row)
+
+
+def test_json_rows_have_positive_rates(smoke_run: tuple[str, dict]) -> None:
+    _, payload = smoke_run
+    rows = payload["rows"]
+    assert {row["benchmark"] for row in rows} == {
+        "bench_train_step", "bench_inference", "bench_pipeline", "bench_prepare"}
+    for row in rows:
+        for key in ("ms/step", "volumes/s", "TFLOP/s", "s/volume", "cases/s", "ours/PyTorch"):
+            if key in row:
+                assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+    steps = [row for row in rows if "params" in row]
+    # shape: Table 1 has 13,522,721 parameters in both frameworks
+    assert {row["params"] for row in steps} == {13_522_721}
+
+
+# One hand-counted case per layer kind, shape: (kernel, Cin, Cout, voxels) -> FLOPs
+FLOP_CASES = [
+    ((3, 3, 3), 1, 32, 16**3, 2 * 27 * 1 * 32 * 4096),
+    ((1, 1, 1), 32, 1, 8, 2 * 32 * 8),
+    ((3, 3, 3), 512, 256, 1, 2 * 27 * 512 * 256),
+]
+
+
+@pytest.mark.parametrize("kernel, c_in, c_out, voxels, expected", FLOP_CASES)
+def test_conv_flops(kernel, c_in, c_out, voxels, expected) -> None:
+    assert common.conv_flops(kernel, c_in, c_out, voxels) == expected
+
+
+def test_table1_flops_match_between_keras_and_torch() -> None:
+    """Both counts walk their own framework's layers; they must agree for the same network."""
+    pytest.importorskip("torch")
+    import torch_reference
+    from tutorial_lib.models import paper_table1
+
+    size = (32, 32, 32)
+    keras_flops = common.keras_model_flops(paper_table1(input_shape=(*size, 1)))
+    torch_flops = torch_reference.torch_model_flops(torch_reference.build_table1(), (1, 1, *size))
+    # shape: 171,136 forward FLOPs per input voxel (conv/deconv sum for Table 1, see RESULTS.md)
+    assert keras_flops == torch_flops == 171_136 * 32**3
