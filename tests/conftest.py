@@ -139,7 +139,8 @@ def tiny_cache(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny")
     for index in range(6):
-        write_tiny_case(root / "src", f"Tiny_{index}", seed=index, labelled=index != 5)
+        folder = "training" if index != 5 else "validation"  # releases ship labels per folder
+        write_tiny_case(root / "src" / folder, f"Tiny_{index}", seed=index, labelled=index != 5)
     report = prepare_dataset(root / "src", root / "cache", downsample=4, progress=False)
     if not report.ok:
         raise RuntimeError(report.summary())

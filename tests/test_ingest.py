@@ -71,8 +71,9 @@ def test_detect_layout_rejects_empty_and_mixed(tmp_path, tiny_case_writer):
 
 @pytest.mark.parametrize("layout", ["brats2017", "brats2023", "msd"])
 def test_prepare_each_layout_maps_labels_to_brats(tmp_path, tiny_case_writer, layout):
-    tiny_case_writer(tmp_path / "src", "Case_1", layout=layout, seed=3)
-    tiny_case_writer(tmp_path / "src", "Case_2", layout=layout, seed=4, labelled=False)
+    # Training and validation releases side by side (MSD: imagesTr and imagesTs).
+    tiny_case_writer(tmp_path / "src" / "train", "Case_1", layout=layout, seed=3)
+    tiny_case_writer(tmp_path / "src" / "valid", "Case_2", layout=layout, seed=4, labelled=False)
     report = _prepare(tmp_path / "src", tmp_path / "cache")
     assert report.ok, report.summary()
     assert (report.layout, report.prepared) == (layout, ["Case_1", "Case_2"])
@@ -225,6 +226,8 @@ BAD_INPUTS = [
     ("brats2017", "t1", _truncate, ["Bad_t1.nii.gz", "cannot be decoded"]),
     ("brats2017", "t2", _break_crc, ["Bad_t2.nii.gz", "CRC"]),
     ("brats2017", "t1ce", lambda path: path.unlink(), ["missing modality t1ce", "Bad_t1ce.nii.gz"]),
+    # like BraTS 2020 case 355, whose label file carries another name
+    ("brats2017", "seg", lambda path: path.rename(path.with_name("W39_Segm.nii")), ["no Bad_seg.nii.gz"]),
     ("brats2017", "t2", lambda p: _resave(p, lambda a, f: (a[:, :, :30], f)), ["Bad_t2.nii.gz", "shape"]),
     ("brats2017", "seg", lambda p: _resave(p, _shifted), ["Bad_seg.nii.gz", "affine differs"]),
     ("brats2017", "flair", lambda p: _resave(p, _nan_voxels), ["Bad_flair.nii.gz", "1 non-finite"]),

@@ -165,7 +165,8 @@ def labels_to_target(label: np.ndarray, target: str = "wt") -> np.ndarray:
         raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}")
     label = np.asarray(label)
     if label.dtype != np.uint8:
-        return np.stack([np.isin(label, BRATS.regions[name]) for name in TARGETS[target]], -1).astype(np.float32)
+        masks = [np.isin(label, BRATS.regions[name]) for name in TARGETS[target]]
+        return np.stack(masks, axis=-1).astype(np.float32)
     # A lookup table is several times faster than np.isin on the cache's uint8 labels.
     lookup = np.zeros((256, len(TARGETS[target])), np.float32)
     for channel, name in enumerate(TARGETS[target]):
@@ -361,7 +362,7 @@ class SliceDataset(_CacheDataset):
 
     Examples
     --------
-    >>> slices = SliceDataset(cache, "train", batch_size=8, shuffle=True, oversample_tumour=2)  # doctest: +SKIP
+    >>> slices = SliceDataset(cache, "train", batch_size=8, oversample_tumour=2)  # doctest: +SKIP
     >>> slices[0][0].shape  # doctest: +SKIP
     (8, 48, 48, 1)
     """
@@ -462,7 +463,9 @@ class PatchDataset(_CacheDataset):
         super().__init__(cache_dir, case_ids, modalities=modalities, target=target,
                          batch_size=batch_size, shuffle=shuffle, seed=seed, **kwargs)
         if len(self.patch_shape) != 3 or any(p < 1 or p > g for p, g in zip(self.patch_shape, self.grid)):
-            raise ValueError(f"patch_shape must be 3 positive sizes within the grid {self.grid}, got {patch_shape}")
+            raise ValueError(
+                f"patch_shape must be 3 positive sizes within the grid {self.grid}, got {patch_shape}"
+            )
 
     def _items(self) -> list[str]:
         return [case_id for case_id in self.case_ids for _ in range(self.patches_per_case)]
@@ -546,7 +549,8 @@ def ensure_course_data(
     settings = get_profile(profile) if isinstance(profile, str) else dict(profile)
     n_cases, downsample = int(settings["n_cases"]), int(settings["downsample"])
     root = data_root()
-    cache = Path(cache_dir) if cache_dir is not None else root / "cache" / f"synthetic-n{n_cases}-k{downsample}"
+    default = root / "cache" / f"synthetic-n{n_cases}-k{downsample}"
+    cache = Path(cache_dir) if cache_dir is not None else default
     if _cache_ready(cache, n_cases, downsample):
         return cache
     workers = workers or max(1, min(4, os.cpu_count() or 1))

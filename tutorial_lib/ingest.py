@@ -25,8 +25,9 @@ Each case is validated, cropped, normalised and optionally down-sampled:
   Axes shorter than the crop are zero-padded at their end. The window and the
   padding are stored per case, so a prediction can be put back.
 * **normalise** -- each modality is z-scored with the mean and standard
-  deviation of the brain (voxels where any modality is non-zero); voxels
-  outside the brain are 0.
+  deviation of the brain inside the crop window (brain: voxels where any
+  modality is non-zero); voxels outside the brain are 0. The statistics are
+  kept in the manifest.
 * **down-sample by K** -- images: mean of each K x K x K block; brain mask:
   a block is brain if any voxel in it is; labels: each nested region
   (WT, TC, ET) is down-sampled by majority (at least half the block), and the
@@ -318,12 +319,20 @@ def _named_cases(root: Path, layout: Layout) -> dict[str, CaseSource]:
         key = match["key"].lower()
         _add_file(case, layout.keys.get(key, key), path)
         folders.setdefault(case.case_id, path.parent)
+    # A release folder is labelled or not as a whole; one missing _seg is a broken case.
+    labelled_groups = {folders[case.case_id].parent for case in cases.values() if case.labelled}
     for case in cases.values():
         folder = folders[case.case_id]
+        separator = "_" if layout.name == "brats2017" else "-"
         for file_key, modality in layout.keys.items():
             if modality not in case.files:
-                example = f"{case.case_id}{'_' if layout.name == 'brats2017' else '-'}{file_key}"
-                case.problems.append(f"{folder}: missing modality {modality} ({example}.nii.gz)")
+                example = f"{case.case_id}{separator}{file_key}.nii.gz"
+                case.problems.append(f"{folder}: missing modality {modality} ({example})")
+        if not case.labelled and folder.parent in labelled_groups:
+            case.problems.append(
+                f"{folder}: no {case.case_id}{separator}seg.nii.gz, although the other cases "
+                f"in {folder.parent} have one"
+            )
     return cases
 
 
@@ -777,29 +786,40 @@ def _process(case: CaseSource, root: Path, downsample: int) -> tuple[dict[str, n
         stats[modality] = _zscore(volume, brain)
         image[..., channel] = downsample_image(volume, downsample)
     arrays = {"image": image, "brain": downsample_mask(brain, downsample)}
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    if label is not None:
+        arrays["label"] = downsample_label(_apply_crop(label, box, padding), downsample)
+    details = {
+        "original_shape": original_shape,
+        "original_affine": affine.tolist(),
+        "crop_box": box,
+        "padding": padding,
+        "downsample": downsample,
+        "normalisation": stats,
+        "notes": notes,
+    }
+    return arrays, _case_meta(case, root, arrays, label, details)
+
+
+def _case_meta(
+    case: CaseSource, root: Path, arrays: dict[str, np.ndarray], label: np.ndarray | None, details: dict
+) -> dict[str, Any]:
+    """The case's manifest entry (also stored as ``cases/<id>/case.json``)."""
+    voxel_mm3 = float(abs(np.linalg.det(np.asarray(details["original_affine"])[:3, :3])))
     meta: dict[str, Any] = {
         "case_id": case.case_id,
         "layout": case.layout,
         "labelled": label is not None,
-        "source_files": {k: Path(p).relative_to(root).as_posix() for k, p in case.files.items()},
-        "original_shape": original_shape,
-        "original_affine": affine.tolist(),
+        "source_files": {key: Path(path).relative_to(root).as_posix() for key, path in case.files.items()},
+        **details,
         "voxel_volume_mm3": voxel_mm3,
-        "crop_box": box,
-        "padding": padding,
-        "downsample": downsample,
         "shape": list(arrays["brain"].shape),
-        "normalisation": stats,
         "brain_slices": np.flatnonzero(arrays["brain"].any(axis=(0, 1))).tolist(),
-        "notes": notes,
     }
     if label is not None:
-        arrays["label"] = downsample_label(_apply_crop(label, box, padding), downsample)
         meta["tumour_volumes_cm3"] = _volumes_cm3(label, voxel_mm3)
         meta["empty_label"] = not label.any()
         meta["tumour_slices"] = np.flatnonzero(arrays["label"].any(axis=(0, 1))).tolist()
-    return arrays, meta
+    return meta
 
 
 def _write_json(path: Path, payload: Any) -> None:
@@ -922,10 +942,14 @@ def _clean_leftovers(cases_dir: Path) -> None:
 
 def _check_downsample(downsample: int, finished: dict[str, dict], out_dir: Path) -> None:
     if not isinstance(downsample, int) or downsample < 1 or any(n % downsample for n in BRATS.crop_shape):
-        raise ValueError(f"downsample must be a positive integer dividing {BRATS.crop_shape}, got {downsample!r}")
+        raise ValueError(
+            f"downsample must be a positive integer dividing {BRATS.crop_shape}, got {downsample!r}"
+        )
     earlier = {meta["downsample"] for meta in finished.values()} - {downsample}
     if earlier:
-        raise ValueError(f"{out_dir} holds cases prepared with downsample {sorted(earlier)}; use another --out")
+        raise ValueError(
+            f"{out_dir} holds cases prepared with downsample {sorted(earlier)}; use another --out"
+        )
 
 
 def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
@@ -938,7 +962,8 @@ def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
          "cases": cases},
     )
     unlabelled = sorted(set(cases) - set(labelled))
-    _write_json(out_dir / "split.json", {"seed": seed, **split_cases(labelled, seed=seed), "unlabelled": unlabelled})
+    split = {"seed": seed, **split_cases(labelled, seed=seed), "unlabelled": unlabelled}
+    _write_json(out_dir / "split.json", split)
 
 
 def _run_cases(todo: list[CaseSource], root: Path, cases_dir: Path, downsample: int, workers: int,
@@ -1002,7 +1027,7 @@ def prepare_dataset(
 
     Examples
     --------
-    >>> report = prepare_dataset("BraTS2017_Training.zip", "data/cache/brats17", downsample=2)  # doctest: +SKIP
+    >>> report = prepare_dataset("BraTS17_Training.zip", "data/cache/brats17")  # doctest: +SKIP
     >>> print(report.summary())  # doctest: +SKIP
     """
     src, out_dir = Path(src).expanduser(), Path(out_dir).expanduser()
@@ -1013,8 +1038,11 @@ def prepare_dataset(
         _clean_leftovers(cases_dir)
         finished = _finished_cases(cases_dir)
         _check_downsample(downsample, finished, out_dir)
-        layout = detect_layout(src)
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: no such file or folder")
+        # Extract first: listing a .tar.gz would decompress the whole archive once more.
         root, rejected, extracted = _source_root(src, out_dir)
+        layout = detect_layout(root)
         report = PrepareReport(out_dir, layout, rejected_members=dict(rejected))
         todo = []
         for case in find_cases(root, layout):
