@@ -1,0 +1,208 @@
+"""Tests for tutorial_lib.training on a tiny 3D model and tiny arrays (TensorFlow and JAX)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from tutorial_lib.training import (
+    NonFiniteLossError,
+    distribution_scope,
+    load_history,
+    precision_scope,
+    train,
+)
+
+SHAPE = (8, 8, 4)
+
+
+def tiny_model() -> keras.Model:
+    """A two-layer 3D convolutional net: (batch, 8, 8, 4, 1) -> (batch, 8, 8, 4, 1)."""
+    inputs = keras.Input(SHAPE + (1,))
+    hidden = keras.layers.Conv3D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Conv3D(1, 1, activation="sigmoid", dtype="float32")(hidden)
+    return keras.Model(inputs, outputs)
+
+
+def tiny_data(n: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Bright voxels are the target, so a conv net can learn it in a few steps."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n,) + SHAPE + (1,)).astype("float32")  # shape: (n, 8, 8, 4, 1)
+    y = (x > 0.5).astype("float32")
+    return x, y
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self, fail_at: int | None = None):
+        super().__init__()
+        self.epochs: list[int] = []
+        self.fail_at = fail_at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.fail_at:
+            raise RuntimeError(f"simulated crash at epoch {epoch}")
+        self.epochs.append(epoch)
+
+
+# Most tests skip XLA: on JAX the one-off compilation costs more than these tiny runs.
+FAST = dict(verbose=0, jit_compile=False, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """Three epochs with validation, default compilation; shared by the tests below."""
+    folder = tmp_path_factory.mktemp("finished")
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    history = train(model, tiny_data(8), tiny_data(seed=1), out_dir=folder, epochs=3, batch_size=2,
+                    learning_rate=1e-2, verbose=0)
+    return folder, model, history
+
+
+def test_train_writes_checkpoint_log_and_history(finished_run):
+    folder, model, history = finished_run
+    assert history.epoch == [0, 1, 2]
+    assert set(history.history) >= {"loss", "dice", "val_loss", "val_dice"}
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    for name in ("best.keras", "history.csv", "final.weights.h5", "done.json"):
+        assert (folder / name).is_file(), name
+    assert not (folder / "backup").exists()  # removed after a finished run
+    assert load_history(folder).index.tolist() == [0, 1, 2]
+    best = keras.saving.load_model(folder / "best.keras", compile=False)
+    assert best.count_params() == model.count_params()
+
+
+def test_finished_run_is_loaded_not_retrained(finished_run):
+    folder, trained, first = finished_run
+    fresh, recorder = tiny_model(), EpochRecorder()
+    again = train(fresh, tiny_data(8), tiny_data(seed=1), out_dir=folder, epochs=3, callbacks=[recorder], **FAST)
+    assert recorder.epochs == []
+    assert again.history == first.history
+    for a, b in zip(trained.get_weights(), fresh.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="finished run of 3 epochs"):
+        train(tiny_model(), tiny_data(), out_dir=folder, epochs=4, **FAST)
+
+
+def test_same_seed_repeats_the_run(finished_run, tmp_path):
+    keras.utils.set_random_seed(0)
+    repeat = train(tiny_model(), tiny_data(8), tiny_data(seed=1), out_dir=tmp_path, epochs=3,
+                   learning_rate=1e-2, seed=0, **FAST)
+    np.testing.assert_allclose(repeat.history["loss"], finished_run[2].history["loss"], rtol=1e-4)
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    keras.utils.set_random_seed(0)
+    data, validation = tiny_data(), tiny_data(seed=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_model(), data, validation, out_dir=tmp_path, epochs=4, callbacks=[EpochRecorder(fail_at=2)],
+              **FAST)
+    assert (tmp_path / "backup").exists() and not (tmp_path / "done.json").exists()
+    recorder = EpochRecorder()
+    history = train(tiny_model(), data, validation, out_dir=tmp_path, epochs=4, callbacks=[recorder], **FAST)
+    assert recorder.epochs == [2, 3]  # continued, not restarted
+    assert history.epoch == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "done.json").read_text()) == {"epochs": 4}
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    def nan_loss(y_true, y_pred):
+        return keras.ops.mean(y_pred) * float("nan")
+
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 0, batch 0.*learning_rate"):
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, loss=nan_loss, **FAST)
+    assert load_history(tmp_path).index.tolist() == [0]  # stopped in the first epoch
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"optimizer": "rmsprop"}, "optimizer must be"),
+        ({"mixed_precision": "int8"}, "mixed_precision must be"),
+        ({"mixed_precision": "bfloat16"}, "precision_scope"),  # model built in float32
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps"),
+        ({"epochs": 0}, "epochs"),
+        ({"loss": "no_such_loss"}, "valid names"),
+    ],
+)
+def test_bad_options_raise_value_error(tmp_path, options, message):
+    arguments = dict(out_dir=tmp_path, epochs=1, **FAST) | options
+    with pytest.raises(ValueError, match=message):
+        train(tiny_model(), tiny_data(), **arguments)
+
+
+def test_precision_scope_builds_mixed_models_and_restores_policy(tmp_path):
+    before = keras.config.dtype_policy().name
+    with precision_scope("bfloat16") as policy:
+        model = tiny_model()
+    assert policy == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before
+    assert model.layers[1].compute_dtype == "bfloat16" and model.layers[1].variable_dtype == "float32"
+    assert tiny_model().layers[1].compute_dtype == "float32"
+    history = train(model, tiny_data(), out_dir=tmp_path, epochs=1, mixed_precision="bfloat16", **FAST)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_float16_uses_loss_scaling_and_gradient_accumulation_runs(tmp_path):
+    with precision_scope("float16"):
+        model = tiny_model()
+    train(model, tiny_data(), out_dir=tmp_path, epochs=1, mixed_precision="float16",
+          gradient_accumulation_steps=2, optimizer="sgd", **(FAST | {"batch_size": 1}))
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    inner = model.optimizer.inner_optimizer
+    assert inner.gradient_accumulation_steps == 2
+    # 4 samples, batch 1, accumulate 2 -> 2 applied updates.
+    assert int(keras.ops.convert_to_numpy(inner.iterations)) == 2
+
+
+# Two logical CPU devices must exist before the backend starts, hence a fresh process.
+DATA_PARALLEL_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    backend = os.environ["KERAS_BACKEND"]
+    if backend == "tensorflow":
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[2])
+    import keras
+    from tests.test_training import tiny_data, tiny_model
+    from tutorial_lib.training import distribution_scope, train
+    keras.utils.set_random_seed(0)
+    with distribution_scope() as engine:
+        replicas = getattr(engine, "num_replicas_in_sync", None) or len(engine.device_mesh.devices.ravel())
+        model = tiny_model()
+        history = train(model, tiny_data(8), out_dir=sys.argv[1], epochs=4, batch_size=4,
+                        learning_rate=1e-2, verbose=0)
+    print("RESULT", json.dumps({"replicas": int(replicas), "loss": history.history["loss"]}))
+    """
+)
+
+
+def test_data_parallel_training_on_two_logical_cpu_devices(tmp_path):
+    environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="2")
+    environment["KERAS_BACKEND"] = keras.backend.backend()
+    repository = Path(__file__).resolve().parents[1]
+    completed = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(tmp_path), str(repository)],
+        capture_output=True, text=True, env=environment, timeout=300, cwd=repository,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    result = json.loads(lines[0][len("RESULT "):])
+    assert result["replicas"] == 2
+    assert result["loss"][-1] < result["loss"][0]
+
+
+def test_distribution_scope_runs_on_a_single_device():
+    with distribution_scope() as engine:
+        model = tiny_model()
+    assert engine is not None and model.count_params() > 0

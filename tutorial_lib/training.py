@@ -1,0 +1,468 @@
+"""One training entry point that checkpoints, resumes, logs and fails loudly.
+
+:func:`train` compiles a model with a loss from :mod:`tutorial_lib.losses`
+and :class:`tutorial_lib.metrics.DiceMetric`, then fits it while
+
+* keeping the best model by validation Dice in ``out_dir/best.keras``,
+* backing up every epoch to ``out_dir/backup`` so that an interrupted run
+  continues where it stopped when ``train`` is called again,
+* appending one row per epoch to ``out_dir/history.csv``,
+* stopping with :class:`NonFiniteLossError` when the loss becomes NaN/inf.
+
+A finished run writes ``out_dir/final.weights.h5`` and ``out_dir/done.json``;
+calling ``train`` again with the same ``out_dir`` loads those weights into
+the model and returns the stored history instead of training again, so a
+notebook can be re-executed cheaply.
+
+Mixed precision and several devices are set up around the model *before*
+it is built, because a Keras layer fixes its dtype and its variables'
+placement when it is created::
+
+    with precision_scope("bfloat16"), distribution_scope():
+        model = models.unet3d(...)
+        history = train(model, train_data, val_data, out_dir="runs/3d", mixed_precision="bfloat16")
+
+Arrays are channels-last, ``(batch, x, y, z, channels)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+
+from tutorial_lib import losses as losses_module
+from tutorial_lib import metrics as metrics_module
+
+__all__ = [
+    "NonFiniteLossError",
+    "precision_scope",
+    "distribution_scope",
+    "load_history",
+    "train",
+]
+
+_POLICIES = {None: "float32", "float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+HISTORY_FILE = "history.csv"
+BEST_FILE = "best.keras"
+FINAL_WEIGHTS_FILE = "final.weights.h5"
+DONE_FILE = "done.json"
+BACKUP_DIR = "backup"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by :func:`train` when the training loss becomes NaN or infinite."""
+
+
+def _policy_name(mixed_precision: str | None) -> str:
+    if mixed_precision not in _POLICIES:
+        raise ValueError(
+            f"mixed_precision must be None, 'bfloat16' or 'float16', got {mixed_precision!r}"
+        )
+    return _POLICIES[mixed_precision]
+
+
+@contextlib.contextmanager
+def precision_scope(mixed_precision: str | None) -> Iterator[str]:
+    """Build models under a mixed-precision dtype policy, then restore the old one.
+
+    Layers created inside compute in ``bfloat16``/``float16`` and keep their
+    variables in ``float32``. The global Keras policy is restored on exit, so
+    models built later are unaffected.
+
+    Parameters
+    ----------
+    mixed_precision : {None, "bfloat16", "float16"}
+        ``None`` builds in plain ``float32``.
+
+    Yields
+    ------
+    str
+        The Keras policy name in force, e.g. ``"mixed_bfloat16"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision.
+
+    Examples
+    --------
+    >>> with precision_scope("bfloat16"):
+    ...     layer = keras.layers.Dense(2)
+    >>> layer.compute_dtype
+    'bfloat16'
+    """
+    policy = _policy_name(mixed_precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
+def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
+    """Data parallelism over several devices with the backend's own engine.
+
+    Build *and* train the model inside the ``with`` block. Each batch is
+    split across the devices, so use a batch size divisible by their number.
+
+    * TensorFlow: ``tf.distribute.MirroredStrategy`` (one replica per device,
+      gradients all-reduced). On several machines use
+      ``tf.distribute.MultiWorkerMirroredStrategy()`` instead, with a
+      ``TF_CONFIG`` environment variable on each worker naming the cluster
+      (``{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+      "task": {"type": "worker", "index": 0}}``) and the same script on every
+      worker.
+    * JAX: ``keras.distribution.DataParallel`` made global with
+      ``keras.distribution.set_distribution``. On several machines call
+      ``keras.distribution.initialize(job_addresses, num_processes,
+      process_id)`` first on every process.
+
+    Parameters
+    ----------
+    devices : sequence of str, optional
+        Device names (``"/gpu:0"``, ``"/cpu:1"`` on TensorFlow; ``"gpu:0"``,
+        ``"cpu:1"`` on JAX). Default: every GPU, or every CPU device if there
+        is no GPU.
+
+    Yields
+    ------
+    tf.distribute.Strategy or keras.distribution.DataParallel
+        The engine in force.
+
+    Raises
+    ------
+    ValueError
+        On a backend other than TensorFlow or JAX.
+
+    Examples
+    --------
+    >>> with distribution_scope() as engine:  # doctest: +SKIP
+    ...     model = models.unet3d((48, 48, 40, 1), filters=(8, 16, 32))
+    ...     train(model, train_data, val_data, out_dir="runs/dp", epochs=2)
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if devices is None:
+            found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            devices = [device.name for device in found]
+        strategy = tf.distribute.MirroredStrategy(devices=list(devices))
+        with strategy.scope():
+            yield strategy
+    elif backend == "jax":
+        previous = keras.distribution.distribution()
+        engine = keras.distribution.DataParallel(devices=None if devices is None else list(devices))
+        keras.distribution.set_distribution(engine)
+        try:
+            yield engine
+        finally:
+            keras.distribution.set_distribution(previous)
+    else:
+        raise ValueError(f"distribution_scope supports the tensorflow and jax backends, not {backend!r}")
+
+
+def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read ``out_dir/history.csv`` as one row per epoch (index ``epoch``).
+
+    Rows written twice for one epoch (a crash between logging and backing up)
+    keep the later one.
+
+    Parameters
+    ----------
+    out_dir : path
+        The ``out_dir`` given to :func:`train`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``loss``, ``dice`` and, with validation data, ``val_loss``,
+        ``val_dice``, plus ``learning_rate`` where Keras logs it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder holds no ``history.csv``.
+
+    Examples
+    --------
+    >>> load_history("runs/3d")["val_dice"].max()  # doctest: +SKIP
+    """
+    path = Path(out_dir) / HISTORY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: no training has logged to {out_dir}")
+    frame = pd.read_csv(path)
+    frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+    # CSVLogger adds empty val_* columns to runs without validation data.
+    return frame.set_index("epoch").dropna(axis="columns", how="all")
+
+
+def _history_from_csv(out_dir: Path, model: keras.Model) -> keras.callbacks.History:
+    frame = load_history(out_dir)
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch = [int(epoch) for epoch in frame.index]
+    history.history = {column: frame[column].astype(float).tolist() for column in frame.columns}
+    return history
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
+    """Keras' TerminateOnNaN that also remembers where the loss went bad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.failure: tuple[int, int, float] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)) and self.failure is None:
+            self.failure = (self.epoch, batch, float(loss))
+        super().on_batch_end(batch, logs)
+
+
+class _AtomicBestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves to a temporary name, then renames it into place."""
+
+    def __init__(self, path: Path, **kwargs: Any) -> None:
+        self.final_path = path
+        self.temporary_path = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        super().__init__(str(self.temporary_path), save_best_only=True, **kwargs)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        if self.temporary_path.exists():
+            os.replace(self.temporary_path, self.final_path)
+
+
+def _make_optimizer(
+    name: str, learning_rate: float, momentum: float, accumulation: int, policy: str
+) -> keras.optimizers.Optimizer:
+    if not isinstance(accumulation, int) or accumulation < 1:
+        raise ValueError(f"gradient_accumulation_steps must be an integer >= 1, got {accumulation!r}")
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    steps = accumulation if accumulation > 1 else None
+    if name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=steps)
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, gradient_accumulation_steps=steps)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+    if policy == "mixed_float16":
+        # float16 gradients underflow without a (dynamic) loss scale.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _check_precision(model: keras.Model, mixed_precision: str | None) -> str:
+    policy = model.dtype_policy.name
+    if mixed_precision is not None and policy != _policy_name(mixed_precision):
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r} needs a model built under the "
+            f"{_policy_name(mixed_precision)!r} policy, but this model uses {policy!r}; "
+            f"build it inside `with precision_scope({mixed_precision!r}):`"
+        )
+    return policy
+
+
+def _previous_best(out_dir: Path, monitor: str) -> float | None:
+    try:
+        frame = load_history(out_dir)
+    except FileNotFoundError:
+        return None
+    if monitor not in frame or frame[monitor].dropna().empty:
+        return None
+    return float(frame[monitor].max())
+
+
+def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
+    """Create ``out_dir``; return True if it already holds this finished run."""
+    done_path = out_dir / DONE_FILE
+    if overwrite and out_dir.exists():
+        for name in (HISTORY_FILE, BEST_FILE, FINAL_WEIGHTS_FILE, DONE_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if done_path.exists():
+        finished = json.loads(done_path.read_text())["epochs"]
+        if finished != epochs:
+            raise ValueError(
+                f"{out_dir} holds a finished run of {finished} epochs, not {epochs}; "
+                "choose another out_dir or pass overwrite=True"
+            )
+        return True
+    if not (out_dir / BACKUP_DIR).exists():
+        # No backup to resume from: a stale log would mix two runs.
+        (out_dir / HISTORY_FILE).unlink(missing_ok=True)
+    return False
+
+
+def _finish(model: keras.Model, out_dir: Path, epochs: int) -> None:
+    temporary = out_dir / ".final.tmp.weights.h5"
+    model.save_weights(str(temporary))
+    os.replace(temporary, out_dir / FINAL_WEIGHTS_FILE)
+    (out_dir / ".done.tmp").write_text(json.dumps({"epochs": epochs}))
+    os.replace(out_dir / ".done.tmp", out_dir / DONE_FILE)
+
+
+def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
+    """Accept ``(x, y)`` arrays or a dataset (PyDataset, tf.data, generator)."""
+    arguments: dict[str, Any] = {"validation_data": val_data}
+    if isinstance(train_data, tuple):
+        if len(train_data) != 2:
+            raise ValueError(f"train_data as a tuple must be (x, y), got {len(train_data)} items")
+        arguments.update(x=train_data[0], y=train_data[1], batch_size=batch_size or 1, shuffle=True)
+    else:
+        if batch_size is not None:
+            raise ValueError("batch_size only applies to (x, y) arrays; datasets batch themselves")
+        arguments["x"] = train_data
+    return arguments
+
+
+def train(
+    model: keras.Model,
+    train_data: Any,
+    val_data: Any = None,
+    *,
+    out_dir: str | os.PathLike,
+    epochs: int = 10,
+    loss: str | Callable = "dice_probability",
+    optimizer: str = "adam",
+    learning_rate: float = 1e-4,
+    momentum: float = 0.9,
+    batch_size: int | None = None,
+    mixed_precision: str | None = None,
+    jit_compile: bool | str = "auto",
+    gradient_accumulation_steps: int = 1,
+    seed: int = 0,
+    verbose: int | str = "auto",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    overwrite: bool = False,
+) -> keras.callbacks.History:
+    """Compile and fit ``model``; checkpoint, log, resume, stop on NaN.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model ending in probabilities, ``(batch, x, y, z, K)`` (or
+        ``(batch, x, y, K)`` in 2D). For mixed precision build it inside
+        :func:`precision_scope`; for several devices build it (and call
+        ``train``) inside :func:`distribution_scope`.
+    train_data, val_data : dataset or tuple of arrays
+        A ``keras.utils.PyDataset`` (e.g. from :mod:`tutorial_lib.data`),
+        a ``tf.data.Dataset``, or ``(x, y)`` NumPy arrays, channels-last.
+        Without ``val_data`` the best model is chosen by training Dice.
+    out_dir : path
+        Run folder: ``best.keras``, ``history.csv``, ``backup/``,
+        ``final.weights.h5`` and ``done.json``.
+    epochs : int, optional
+        Total number of epochs, counted across interruptions.
+    loss : str or callable, optional
+        A name for :func:`tutorial_lib.losses.get_loss` or a function ``loss(y_true, y_pred)``.
+    optimizer : {"adam", "sgd"}, optional
+        Adam, or SGD with Nesterov-free ``momentum``.
+    learning_rate, momentum : float, optional
+        Optimizer settings (``momentum`` only for SGD).
+    batch_size : int, optional
+        Only for ``(x, y)`` arrays (default 1, as in the paper).
+    mixed_precision : {None, "bfloat16", "float16"}, optional
+        Checks that the model was built under this policy; ``"float16"``
+        adds dynamic loss scaling. Losses and metrics are computed in float32.
+    jit_compile : bool or "auto", optional
+        XLA compilation, passed to ``model.compile``.
+    gradient_accumulation_steps : int, optional
+        Apply the averaged gradients every this many batches, emulating a
+        batch that many times larger.
+    seed : int, optional
+        Seeds Python, NumPy and the backend (``keras.utils.set_random_seed``).
+    verbose : {"auto", 0, 1, 2}, optional
+        Keras progress display: 1 a progress bar, 2 one line per epoch.
+    callbacks : sequence of keras.callbacks.Callback, optional
+        Extra callbacks, run after the built-in ones.
+    overwrite : bool, optional
+        Delete a previous run in ``out_dir`` first instead of resuming it.
+
+    Returns
+    -------
+    keras.callbacks.History
+        Every epoch of the run, including those before an interruption
+        (read back from ``history.csv``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown optimizer, precision or loss, a model built under
+        another precision, or an ``out_dir`` holding a finished run of a
+        different length.
+    NonFiniteLossError
+        When the training loss becomes NaN or infinite; the message says
+        where and what to try.
+
+    Examples
+    --------
+    >>> history = train(model, (x, y), (x_val, y_val), out_dir="runs/demo", epochs=2)  # doctest: +SKIP
+    >>> history.history["val_dice"]  # doctest: +SKIP
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    policy = _check_precision(model, mixed_precision)
+    out_path = Path(out_dir)
+    keras.utils.set_random_seed(seed)
+    optimizer_object = _make_optimizer(
+        optimizer, learning_rate, momentum, gradient_accumulation_steps, policy
+    )
+    loss_function = losses_module.get_loss(loss) if isinstance(loss, str) else loss
+    model.compile(
+        optimizer=optimizer_object,
+        loss=loss_function,
+        metrics=[metrics_module.DiceMetric(name="dice")],
+        jit_compile=jit_compile,
+    )
+    if _prepare_out_dir(out_path, epochs, overwrite):
+        # Building the optimizer first lets its saved state load too.
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(str(out_path / FINAL_WEIGHTS_FILE))
+        print(f"{out_path} already holds a finished {epochs}-epoch run: loaded its final weights")
+        return _history_from_csv(out_path, model)
+    monitor = "val_dice" if val_data is not None else "dice"
+    nan_guard = _StopOnNonFiniteLoss()
+    built_in = [
+        keras.callbacks.BackupAndRestore(str(out_path / BACKUP_DIR)),
+        keras.callbacks.CSVLogger(str(out_path / HISTORY_FILE), append=True),
+        _AtomicBestCheckpoint(
+            out_path / BEST_FILE,
+            monitor=monitor,
+            mode="max",
+            initial_value_threshold=_previous_best(out_path, monitor),
+        ),
+        nan_guard,
+    ]
+    model.fit(
+        **_fit_arguments(train_data, val_data, batch_size),
+        epochs=epochs,
+        callbacks=built_in + list(callbacks),
+        verbose=verbose,
+    )
+    if nan_guard.failure is not None:
+        epoch, batch, value = nan_guard.failure
+        raise NonFiniteLossError(
+            f"training loss became {value} at epoch {epoch}, batch {batch}; training stopped. "
+            "Try a lower learning_rate, check the inputs for NaN, or use float32/bfloat16 "
+            f"instead of float16. The log is in {out_path / HISTORY_FILE}."
+        )
+    _finish(model, out_path, epochs)
+    return _history_from_csv(out_path, model)
