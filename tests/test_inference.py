@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from tutorial_lib.config import BRATS
+from tutorial_lib.data import load_case, load_manifest, load_split
+from tutorial_lib.ingest import downsample_label
+from tutorial_lib.metrics import dice_coefficient
 from tutorial_lib.inference import predict_case, predict_volume, regions_to_labels, write_segmentation
 
 ET = BRATS.regions["ET"][0]
@@ -146,19 +149,39 @@ def test_write_segmentation_of_a_mask_and_shape_errors(tmp_path):
         write_segmentation(np.zeros((10, 10, 10), bool), entry, tmp_path / "bad.nii.gz")
 
 
-def test_predict_case_reads_the_cache_and_postprocesses(tmp_path):
-    case = tmp_path / "cases" / "case_000"
-    case.mkdir(parents=True)
-    image = np.random.default_rng(1).normal(size=(8, 8, 8, len(BRATS.modalities))).astype(np.float16)
-    np.save(case / "image.npy", image)
+def test_predict_case_reads_the_cache_and_postprocesses(tiny_cache):
+    case_id = load_split(tiny_cache)["test"][0]
     model = conv_model(kernel=1, channels=2)
-    result = predict_case(model, tmp_path, "case_000", modalities=("t2", "flair"))
-    expected = predict_volume(model, image[..., [BRATS.modalities.index("t2"), 0]].astype(np.float32))
+    result = predict_case(model, tiny_cache, case_id, modalities=("t2", "flair"))
+    image, _ = load_case(tiny_cache, case_id, modalities=("t2", "flair"), target=None)
+    expected = predict_volume(model, image)
+    assert result.probabilities.shape == image.shape[:3] + (1,)  # shape: (48, 48, 40, 1)
     np.testing.assert_allclose(result.probabilities, expected, atol=1e-6)
     np.testing.assert_array_equal(result.mask, expected > 0.5)
-    emptied = predict_case(model, tmp_path, "case_000", modalities=("t2", "flair"), postprocess=np.zeros_like)
+    emptied = predict_case(model, tiny_cache, case_id, modalities=("t2", "flair"), postprocess=np.zeros_like)
     assert not emptied.mask.any()
     with pytest.raises(FileNotFoundError, match="case_999"):
-        predict_case(model, tmp_path, "case_999")
-    with pytest.raises(ValueError, match="unknown modalities"):
-        predict_case(model, tmp_path, "case_000", modalities=("dwi",))
+        predict_case(model, tiny_cache, "case_999")
+
+
+@pytest.mark.parametrize("target", ["wt", "regions"])
+def test_cached_truth_written_back_matches_the_source_segmentation(tiny_cache, tmp_path, target):
+    """Round trip: source _seg -> cache (crop, pad, down-sample) -> write_segmentation -> source grid."""
+    case_id = load_split(tiny_cache)["train"][0]
+    entry = load_manifest(tiny_cache)["cases"][case_id]
+    _, truth = load_case(tiny_cache, case_id, target=target)  # shape: (48, 48, 40, K)
+    written = nib.load(write_segmentation(truth, entry, tmp_path / f"{case_id}.nii.gz"))
+    labels = np.asarray(written.dataobj)
+    assert labels.shape == tuple(entry["original_shape"])  # the tiny sources are 48 x 48 x 32
+    np.testing.assert_allclose(written.affine, np.array(entry["original_affine"]))
+    # Cropping, padding and down-sampling the written file again gives back the cache exactly.
+    window = labels[tuple(slice(start, stop) for start, stop in entry["crop_box"])]
+    again = downsample_label(np.pad(window, entry["padding"]), entry["downsample"])
+    _, cached_labels = load_case(tiny_cache, case_id, target="labels")
+    if target == "wt":
+        np.testing.assert_array_equal(again > 0, cached_labels > 0)
+    else:
+        np.testing.assert_array_equal(again, cached_labels)
+    # And it lies on the source tumour (a shifted write-back would not).
+    source = np.asarray(nib.load(tiny_cache.parent / "src" / entry["source_files"]["seg"]).dataobj)
+    assert dice_coefficient(labels > 0, source > 0) > 0.6

@@ -175,17 +175,6 @@ class CasePrediction:
     mask: np.ndarray
 
 
-def _load_image(cache_dir: Path, case_id: str, modalities: Sequence[str]) -> np.ndarray:
-    path = cache_dir / "cases" / case_id / "image.npy"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: case {case_id!r} is not in the cache {cache_dir}")
-    unknown = [name for name in modalities if name not in BRATS.modalities]
-    if unknown:
-        raise ValueError(f"unknown modalities {unknown}; choose from {BRATS.modalities}")
-    channels = [BRATS.modalities.index(name) for name in modalities]
-    return np.asarray(np.load(path, mmap_mode="r")[..., channels], dtype=np.float32)
-
-
 def predict_case(
     model: Any,
     cache_dir: str | os.PathLike,
@@ -208,7 +197,7 @@ def predict_case(
         Prepared cache (``<cache_dir>/cases/<case_id>/image.npy``).
     case_id : str
         Case to predict; it needs no label.
-    modalities : sequence of str, optional
+    modalities : sequence of str or "all", optional
         Input channels, in the order the model was trained with.
     patch_size, overlap, pad_multiple : optional
         See :func:`predict_volume`.
@@ -236,7 +225,9 @@ def predict_case(
     >>> result.mask.shape  # doctest: +SKIP
     (48, 48, 40, 1)
     """
-    image = _load_image(Path(cache_dir), case_id, modalities)
+    from tutorial_lib.data import load_case  # the cache's one reader
+
+    image, _ = load_case(cache_dir, case_id, modalities=modalities, target=None)
     probabilities = predict_volume(
         model, image, patch_size=patch_size, overlap=overlap, pad_multiple=pad_multiple
     )
