@@ -1,0 +1,471 @@
+#!/usr/bin/env python
+"""Execute every course notebook with papermill, then build the Jupyter Book.
+
+The pipeline has three steps:
+
+1. make sure the data for the chosen profile exist
+   (``tutorial_lib.data.ensure_course_data``);
+2. execute each chapter listed in ``_toc.yml`` with papermill on the
+   ``brats-course`` kernel into ``<out>/course/notebooks/`` (the source
+   notebooks are never modified), timing each one;
+3. copy ``_config.yml``, ``_toc.yml`` and ``book/`` next to the executed
+   copies and run ``jupyter-book build -W -n --keep-going`` there, so that the
+   book is built from executed notebooks and any Sphinx warning fails the run.
+
+It prints a table of per-notebook execution times, writes them to
+``<out>/course/timings.json`` and ends with the absolute path of
+``index.html``.
+
+Examples
+--------
+``python scripts/build_course.py --profile ci``
+``python scripts/build_course.py --profile gpu --cache-dir /data/brats2017_cache``
+``python scripts/build_course.py --notebooks 03 06``   (re-run two chapters)
+``python scripts/build_course.py --skip-execute``      (rebuild the book only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+__all__ = [
+    "KERNEL_NAME",
+    "ChapterRun",
+    "read_pages",
+    "read_chapters",
+    "select_chapters",
+    "source_fingerprint",
+    "stage_book",
+    "execute_chapter",
+    "build_book",
+    "main",
+]
+
+KERNEL_NAME = "brats-course"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIMINGS_FILE = "timings.json"
+# A hung cell on the CI machine should fail the run rather than eat the budget;
+# on real data single training cells legitimately run for a long time.
+DEFAULT_CELL_TIMEOUT_S = {"ci": 600, "laptop": None, "gpu": None}
+FINGERPRINT_SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "tutorial_lib", "data_scripts", "scripts")
+FINGERPRINT_SUFFIXES = {".yml", ".md", ".bib", ".ipynb", ".py"}
+
+
+@dataclass
+class ChapterRun:
+    """Outcome of executing one chapter.
+
+    Attributes
+    ----------
+    name : str
+        Notebook stem, e.g. ``"03_unet3d_gpu"``.
+    status : {"ok", "failed"}
+        Whether papermill finished without a cell error.
+    seconds : float
+        Wall time of the execution, kernel start included.
+    profile : str
+        Run profile the chapter was executed with.
+    keras_backend : str
+        ``KERAS_BACKEND`` the kernel inherited.
+    fingerprint : str
+        ``source_fingerprint`` of the sources at execution time.
+    error : str or None
+        For a failed chapter: which cell failed and the exception.
+    """
+
+    name: str
+    status: str
+    seconds: float
+    profile: str
+    keras_backend: str
+    fingerprint: str
+    error: str | None = None
+
+
+def read_pages(root: Path) -> list[str]:
+    """Return every page of the book, in table-of-contents order.
+
+    Parameters
+    ----------
+    root : Path
+        Folder holding ``_toc.yml``.
+
+    Returns
+    -------
+    list of str
+        Doc names relative to ``root`` without suffix, e.g.
+        ``["book/intro", "book/setup", ..., "notebooks/01_data_exploration", ...]``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``_toc.yml`` is missing.
+    """
+    toc_path = Path(root) / "_toc.yml"
+    if not toc_path.is_file():
+        raise FileNotFoundError(f"{toc_path}: no table of contents; is --root the course folder?")
+    return list(_toc_files(yaml.safe_load(toc_path.read_text(encoding="utf-8"))))
+
+
+def read_chapters(root: Path) -> list[str]:
+    """Return the notebook chapters (pages under ``notebooks/``) of the book.
+
+    Parameters
+    ----------
+    root : Path
+        Folder holding ``_toc.yml``.
+
+    Returns
+    -------
+    list of str
+        E.g. ``["notebooks/01_data_exploration", ...]``, in table-of-contents order.
+    """
+    return [name for name in read_pages(root) if name.startswith("notebooks/")]
+
+
+def _toc_files(node: Any) -> Iterable[str]:
+    """Yield every ``file:`` entry of a (nested) table of contents."""
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if isinstance(node.get(key), str):
+                yield str(Path(node[key]).with_suffix("").as_posix())
+        for value in node.values():
+            if isinstance(value, (dict, list)):
+                yield from _toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _toc_files(item)
+
+
+def select_chapters(chapters: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
+    """Pick the chapters named in ``wanted`` (a number, a stem or a path).
+
+    Parameters
+    ----------
+    chapters : sequence of str
+        All chapters, as returned by :func:`read_chapters`.
+    wanted : sequence of str or None
+        Selection such as ``["03", "06_postprocessing"]``; ``None`` selects all.
+
+    Returns
+    -------
+    list of str
+        The selected chapters in table-of-contents order.
+
+    Raises
+    ------
+    ValueError
+        If an entry matches no chapter or more than one.
+
+    Examples
+    --------
+    >>> select_chapters(["notebooks/01_a", "notebooks/02_b"], ["2"])
+    ['notebooks/02_b']
+    """
+    if not wanted:
+        return list(chapters)
+    selected = set()
+    for entry in wanted:
+        key = Path(entry).stem
+        matches = [c for c in chapters if Path(c).name == key or Path(c).name.split("_")[0] == key.zfill(2)]
+        if len(matches) != 1:
+            names = ", ".join(Path(c).name for c in chapters)
+            raise ValueError(f"--notebooks {entry!r} matches {len(matches)} chapters; choose from: {names}")
+        selected.add(matches[0])
+    return [c for c in chapters if c in selected]
+
+
+def source_fingerprint(root: Path) -> str:
+    """Hash everything an executed chapter or the book depends on.
+
+    Parameters
+    ----------
+    root : Path
+        The course folder.
+
+    Returns
+    -------
+    str
+        SHA-256 hex digest over the paths and bytes of the book configuration,
+        pages, notebooks, library and scripts. Tests compare it to decide
+        whether a previous build can be reused.
+    """
+    digest = hashlib.sha256()
+    root = Path(root)
+    for entry in FINGERPRINT_SOURCES:
+        path = root / entry
+        files = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
+        for file in files:
+            if file.is_file() and file.suffix in FINGERPRINT_SUFFIXES and "checkpoint" not in file.name:
+                digest.update(file.relative_to(root).as_posix().encode())
+                digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def stage_book(root: Path, book_dir: Path) -> None:
+    """Copy the book configuration and prose pages into the build tree.
+
+    ``book/`` is replaced as a whole so that a page deleted from the sources
+    also disappears from the build; executed notebooks are left alone.
+
+    Parameters
+    ----------
+    root : Path
+        The course folder (sources).
+    book_dir : Path
+        The build tree, e.g. ``_build/course``.
+    """
+    book_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(root / name, book_dir / name)
+    shutil.rmtree(book_dir / "book", ignore_errors=True)
+    shutil.copytree(root / "book", book_dir / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+
+
+def execute_chapter(
+    source: Path,
+    target: Path,
+    *,
+    parameters: dict[str, Any],
+    cell_timeout: float | None = None,
+    kernel_name: str = KERNEL_NAME,
+) -> str | None:
+    """Execute ``source`` with papermill and write the executed copy to ``target``.
+
+    The copy is written under a temporary name and renamed on success, so
+    ``target`` is either a complete executed notebook or absent. A failed
+    execution is kept next to it as ``<name>.failed.ipynb`` for inspection.
+
+    Parameters
+    ----------
+    source : Path
+        Notebook without outputs.
+    target : Path
+        Where the executed copy goes; the kernel's working directory is its folder.
+    parameters : dict
+        Papermill parameters (``profile``, optionally ``cache_dir``).
+    cell_timeout : float or None
+        Seconds a single cell may run; ``None`` for no limit.
+    kernel_name : str
+        Jupyter kernel to run on.
+
+    Returns
+    -------
+    str or None
+        ``None`` on success, otherwise a message naming the failing cell.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.stem}.partial.ipynb")
+    target.unlink(missing_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(source), str(partial), parameters=parameters, kernel_name=kernel_name,
+            cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=True,
+        )
+    except PapermillExecutionError as error:
+        os.replace(partial, target.with_name(f"{target.stem}.failed.ipynb"))
+        return f"{_describe_cell(source, error.source, error.exec_count)}: {error.ename}: {error.evalue}"
+    except Exception as error:  # kernel death, timeout, missing kernel: still report per chapter
+        partial.unlink(missing_ok=True)
+        return f"{type(error).__name__}: {error}"
+    os.replace(partial, target)
+    target.with_name(f"{target.stem}.failed.ipynb").unlink(missing_ok=True)
+    return None
+
+
+def _describe_cell(notebook: Path, cell_source: str, exec_count: int | None) -> str:
+    """Name a failing cell the way a reader finds it: its number in the source notebook."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    numbers = [number for number, cell in enumerate(cells, start=1) if cell.source == cell_source]
+    first_line = next((line.strip() for line in cell_source.splitlines() if line.strip()), "")
+    where = f"cell {numbers[0]} of {len(cells)}" if len(numbers) == 1 else "a cell"
+    return f"{where} (In [{exec_count}], starting {first_line!r})"
+
+
+def build_book(book_dir: Path) -> Path:
+    """Run ``jupyter-book build -W -n --keep-going`` on the build tree.
+
+    Parameters
+    ----------
+    book_dir : Path
+        Folder holding ``_config.yml``, ``_toc.yml``, ``book/`` and the
+        executed ``notebooks/``.
+
+    Returns
+    -------
+    Path
+        Absolute path of the built ``index.html``.
+
+    Raises
+    ------
+    RuntimeError
+        If the build fails (any Sphinx warning counts as an error).
+    """
+    executable = Path(sys.executable).with_name("jupyter-book")
+    command = [str(executable) if executable.exists() else "jupyter-book", "build", str(book_dir),
+               "--all", "-W", "-n", "--keep-going"]
+    print("$ " + " ".join(command), flush=True)
+    if subprocess.run(command, check=False).returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed for {book_dir} (warnings are errors; see the log above)")
+    index = (book_dir / "_build" / "html" / "index.html").resolve()
+    if not index.is_file():
+        raise RuntimeError(f"{index}: jupyter-book finished but wrote no index.html")
+    return index
+
+
+def _load_timings(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            print(f"warning: {path} is not valid JSON; starting a new record", file=sys.stderr)
+    return {"chapters": {}}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` atomically: temporary file in the same folder, then rename."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        json.dump(data, stream, indent=2, sort_keys=True)
+    os.replace(temporary, path)
+
+
+def _print_table(runs: Sequence[ChapterRun]) -> None:
+    width = max([len(run.name) for run in runs] + [len("notebook")])
+    print(f"\n{'notebook':<{width}}  {'status':<6}  {'seconds':>8}")
+    print(f"{'-' * width}  {'-' * 6}  {'-' * 8}")
+    for run in runs:
+        print(f"{run.name:<{width}}  {run.status:<6}  {run.seconds:8.1f}")
+    print(f"{'total':<{width}}  {'':<6}  {sum(run.seconds for run in runs):8.1f}\n")
+
+
+def _ensure_data(profile: str, cache_dir: Path | None) -> Path:
+    """Check a user-given cache, or make the synthetic data of the profile.
+
+    A ``--cache-dir`` is only read, never written: it holds the user's prepared
+    real data, and generating synthetic cases into it would spoil it.
+    """
+    from tutorial_lib import data
+
+    if cache_dir is not None:
+        manifest, split = data.load_manifest(cache_dir), data.load_split(cache_dir)
+        print(f"data: {cache_dir} ({len(manifest['cases'])} cases, downsample {manifest['downsample']}, "
+              f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test)", flush=True)
+        return Path(cache_dir)
+    path = data.ensure_course_data(profile)
+    print(f"data for profile {profile!r}: {path}", flush=True)
+    return Path(path)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=("ci", "laptop", "gpu"), default="ci",
+                        help="run profile passed to every notebook (default: ci)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="prepared cache of real data (data_scripts/prepare_brats.py); "
+                             "default: synthetic data made for the profile")
+    parser.add_argument("--notebooks", nargs="+", default=None, metavar="CHAPTER",
+                        help="execute only these chapters, e.g. 03 06_postprocessing; "
+                             "the others keep their previous executed copies")
+    parser.add_argument("--out", type=Path, default=Path("_build"),
+                        help="build folder; the book tree goes to OUT/course (default: _build)")
+    parser.add_argument("--skip-execute", action="store_true",
+                        help="do not execute notebooks, rebuild the book from existing executed copies")
+    parser.add_argument("--cell-timeout", type=float, default=None,
+                        help="seconds one cell may run (default: 600 for ci, unlimited otherwise)")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Path) -> list[ChapterRun]:
+    parameters: dict[str, Any] = {"profile": args.profile}
+    if args.cache_dir is not None:
+        parameters["cache_dir"] = str(args.cache_dir.resolve())
+    timeout = args.cell_timeout or DEFAULT_CELL_TIMEOUT_S[args.profile]
+    fingerprint = source_fingerprint(args.root)
+    timings_path = book_dir / TIMINGS_FILE
+    runs = []
+    for chapter in chapters:
+        name = Path(chapter).name
+        print(f"\n=== executing {name} (profile {args.profile}) ===", flush=True)
+        start = time.perf_counter()
+        error = execute_chapter(args.root / f"{chapter}.ipynb", book_dir / f"{chapter}.ipynb",
+                                parameters=parameters, cell_timeout=timeout)
+        run = ChapterRun(name, "failed" if error else "ok", time.perf_counter() - start, args.profile,
+                         os.environ.get("KERAS_BACKEND", "tensorflow"), fingerprint, error)
+        print(f"{name}: {run.status} in {run.seconds:.1f} s" + (f"\n  {error}" if error else ""), flush=True)
+        record = _load_timings(timings_path)
+        record["chapters"][name] = asdict(run) | {"finished": dt.datetime.now().isoformat(timespec="seconds")}
+        _write_json(timings_path, record)
+        runs.append(run)
+    return runs
+
+
+def _missing_copies(chapters: Sequence[str], book_dir: Path) -> list[str]:
+    return [Path(c).name for c in chapters if not (book_dir / f"{c}.ipynb").is_file()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the pipeline; return the process exit code (0 on success)."""
+    args = _parse_args(argv)
+    args.root = args.root.resolve()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    chapters = read_chapters(args.root)
+    book_dir = (args.out if args.out.is_absolute() else args.root / args.out) / "course"
+    stage_book(args.root, book_dir)
+    if not args.skip_execute:
+        selected = select_chapters(chapters, args.notebooks)
+        _ensure_data(args.profile, args.cache_dir)
+        runs = _execute_all(args, selected, book_dir)
+        _print_table(runs)
+        failed = [run for run in runs if run.status != "ok"]
+        if failed:
+            for run in failed:
+                partial = book_dir / "notebooks" / f"{run.name}.failed.ipynb"
+                kept = f" (partial copy: {partial})" if partial.is_file() else ""
+                print(f"FAILED {run.name}: {run.error}{kept}", file=sys.stderr)
+            print(f"{len(failed)} of {len(runs)} notebooks failed; the book was not built.", file=sys.stderr)
+            return 1
+    missing = _missing_copies(chapters, book_dir)
+    if missing:
+        print(f"book not built: no executed copy of {', '.join(missing)}; "
+              "run once without --notebooks/--skip-execute first.", file=sys.stderr)
+        # Executing a subset on a fresh checkout is a success; asking for a book that cannot exist is not.
+        return 1 if args.skip_execute else 0
+    start = time.perf_counter()
+    index = build_book(book_dir)
+    record = _load_timings(book_dir / TIMINGS_FILE)
+    record["book"] = {"index": str(index), "seconds": round(time.perf_counter() - start, 1),
+                      "fingerprint": source_fingerprint(args.root)}
+    _write_json(book_dir / TIMINGS_FILE, record)
+    print(f"book built in {record['book']['seconds']} s")
+    print(index)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (RuntimeError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
