@@ -59,10 +59,18 @@ def _pad_to(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def _predict_batches(model: Any, patches: np.ndarray, batch_size: int) -> np.ndarray:
-    outputs = [
-        np.asarray(model.predict_on_batch(patches[start : start + batch_size]), dtype=np.float32)
-        for start in range(0, len(patches), batch_size)
-    ]
+    """Predict in batches of exactly ``batch_size`` (the last one zero-filled).
+
+    A constant batch shape lets JAX and XLA compile the model once.
+    """
+    outputs = []
+    for start in range(0, len(patches), batch_size):
+        batch = patches[start : start + batch_size]
+        missing = batch_size - len(batch)
+        if missing:
+            batch = np.concatenate([batch, np.zeros((missing,) + batch.shape[1:], batch.dtype)])
+        prediction = np.asarray(model.predict_on_batch(batch), dtype=np.float32)
+        outputs.append(prediction[: len(prediction) - missing])
     return np.concatenate(outputs)
 
 
