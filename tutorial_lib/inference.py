@@ -141,6 +141,14 @@ def predict_volume(
         padded_shape = [-(-size // pad_multiple) * pad_multiple for size in shape]
         output = _predict_batches(model, _pad_to(image, padded_shape)[None], 1)[0]
         return output[: shape[0], : shape[1], : shape[2]]
+    return _sliding_window(model, image, tuple(patch_size), overlap, batch_size, blending)
+
+
+def _sliding_window(
+    model: Any, image: np.ndarray, patch_size: tuple[int, ...], overlap: float, batch_size: int, blending: str
+) -> np.ndarray:
+    """Blend overlapping window predictions, weighting each voxel by ``blending``."""
+    shape = image.shape[:3]
     padded = _pad_to(image, patch_size)
     steps = [max(1, int(round(size * (1 - overlap)))) for size in patch_size]
     corners = [

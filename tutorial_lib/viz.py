@@ -134,8 +134,18 @@ def overlay(
 
 
 def _legend(fig: Figure) -> None:
-    handles = [Patch(color=color, label=f"{label}: {BRATS.labels[label]}") for label, color in LABEL_COLORS.items()]
+    handles = [
+        Patch(color=color, label=f"{label}: {BRATS.labels[label]}") for label, color in LABEL_COLORS.items()
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize="small", frameon=False)
+
+
+def _channel_names(channels: int, modalities: Sequence[str] | None) -> Sequence[str]:
+    if modalities:
+        return modalities
+    if channels == len(BRATS.modalities):
+        return BRATS.modalities
+    return [f"channel {c}" for c in range(channels)]
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -190,7 +200,7 @@ def show_modalities(
     axis = _axis_of(plane)
     index = _default_slice(image.shape, axis, label) if slice_index is None else slice_index
     channels = image.shape[-1]
-    names = modalities or (BRATS.modalities if channels == len(BRATS.modalities) else [f"channel {c}" for c in range(channels)])
+    names = _channel_names(channels, modalities)
     panels = channels + (label is not None)
     fig = Figure(figsize=(2.6 * panels, 3.0), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, panels))
@@ -198,7 +208,8 @@ def show_modalities(
         overlay(axes[channel], _take_slice(image[..., channel], axis, index))
         axes[channel].set_title(names[channel])
     if label is not None:
-        overlay(axes[-1], _take_slice(image[..., 0], axis, index), _take_slice(label, axis, index), alpha=alpha)
+        first = _take_slice(image[..., 0], axis, index)
+        overlay(axes[-1], first, _take_slice(label, axis, index), alpha=alpha)
         axes[-1].set_title(f"{names[0]} + labels")
         _legend(fig)
     fig.suptitle(f"{plane} slice {index}")
@@ -264,7 +275,7 @@ def montage(
 
 def _as_columns(history: Any) -> dict[str, list[float]]:
     if hasattr(history, "columns"):  # pandas.DataFrame
-        return {str(column): history[column].tolist() for column in history.columns if column != "epoch"}
+        return {str(name): history[name].tolist() for name in history.columns if name != "epoch"}
     if isinstance(getattr(history, "history", None), Mapping):  # keras History
         return {name: list(values) for name, values in history.history.items()}
     if isinstance(history, Mapping):
@@ -317,7 +328,8 @@ def plot_history(history_or_dataframe: Any, *, metrics: Sequence[str] = ("loss",
             for key, style, split in ((metric, "-", "train"), (f"val_{metric}", "--", "val")):
                 if key in columns:
                     label = f"{run_name} {split}".strip()
-                    ax.plot(range(1, len(columns[key]) + 1), columns[key], style, color=color, label=label)
+                    epochs = range(1, len(columns[key]) + 1)
+                    ax.plot(epochs, columns[key], style, color=color, label=label)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend(fontsize="small")
@@ -430,12 +442,12 @@ def _slice_widgets(
     import ipywidgets as widgets
     from IPython.display import display
 
-    channels = image.shape[-1]
-    names = modalities or (BRATS.modalities if channels == len(BRATS.modalities) else [f"channel {c}" for c in range(channels)])
+    names = _channel_names(image.shape[-1], modalities)
+    last_slice = image.shape[PLANES[view["plane"]]] - 1
     controls = dict(
         plane=widgets.Dropdown(options=list(PLANES), value=view["plane"], description="plane"),
-        index=widgets.IntSlider(value=view["index"], min=0, max=image.shape[PLANES[view["plane"]]] - 1, description="slice"),
-        channel=widgets.Dropdown(options=[(name, c) for c, name in enumerate(names)], value=0, description="modality"),
+        index=widgets.IntSlider(value=view["index"], min=0, max=last_slice, description="slice"),
+        channel=widgets.Dropdown(options=[(n, c) for c, n in enumerate(names)], description="modality"),
         show_overlay=widgets.Checkbox(value=True, description="overlay"),
         alpha=widgets.FloatSlider(value=view["alpha"], min=0.0, max=1.0, step=0.05, description="opacity"),
     )
@@ -451,4 +463,5 @@ def _slice_widgets(
         display(_viewer_figure(image, panels, **settings))
 
     output = widgets.interactive_output(draw, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())[:3]), widgets.HBox(list(controls.values())[3:]), output])
+    boxes = list(controls.values())
+    return widgets.VBox([widgets.HBox(boxes[:3]), widgets.HBox(boxes[3:]), output])
