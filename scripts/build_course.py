@@ -386,8 +386,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--notebooks", nargs="+", default=None, metavar="CHAPTER",
                         help="execute only these chapters, e.g. 03 06_postprocessing; "
                              "the others keep their previous executed copies")
-    parser.add_argument("--out", type=Path, default=Path("_build"),
-                        help="build folder; the book tree goes to OUT/course (default: _build)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="build folder; the book tree goes to OUT/course (default: <repo>/_build)")
     parser.add_argument("--skip-execute", action="store_true",
                         help="do not execute notebooks, rebuild the book from existing executed copies")
     parser.add_argument("--cell-timeout", type=float, default=None,
@@ -424,6 +424,25 @@ def _missing_copies(chapters: Sequence[str], book_dir: Path) -> list[str]:
     return [Path(c).name for c in chapters if not (book_dir / f"{c}.ipynb").is_file()]
 
 
+def _report_failures(runs: Sequence[ChapterRun], book_dir: Path) -> None:
+    failed = [run for run in runs if run.status != "ok"]
+    for run in failed:
+        partial = book_dir / "notebooks" / f"{run.name}.failed.ipynb"
+        kept = f" (partial copy: {partial})" if partial.is_file() else ""
+        print(f"FAILED {run.name}: {run.error}{kept}", file=sys.stderr)
+    print(f"{len(failed)} of {len(runs)} notebooks failed; the book was not built.", file=sys.stderr)
+
+
+def _build_and_record(root: Path, book_dir: Path) -> Path:
+    start = time.perf_counter()
+    index = build_book(book_dir)
+    record = _load_timings(book_dir / TIMINGS_FILE)
+    record["book"] = {"index": str(index), "seconds": round(time.perf_counter() - start, 1),
+                      "fingerprint": source_fingerprint(root)}
+    _write_json(book_dir / TIMINGS_FILE, record)
+    return index
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline; return the process exit code (0 on success)."""
     args = _parse_args(argv)
@@ -431,34 +450,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     chapters = read_chapters(args.root)
-    book_dir = (args.out if args.out.is_absolute() else args.root / args.out) / "course"
+    book_dir = (args.out.resolve() if args.out else args.root / "_build") / "course"
     stage_book(args.root, book_dir)
+    runs: list[ChapterRun] = []
     if not args.skip_execute:
         selected = select_chapters(chapters, args.notebooks)
         _ensure_data(args.profile, args.cache_dir)
         runs = _execute_all(args, selected, book_dir)
-        _print_table(runs)
-        failed = [run for run in runs if run.status != "ok"]
-        if failed:
-            for run in failed:
-                partial = book_dir / "notebooks" / f"{run.name}.failed.ipynb"
-                kept = f" (partial copy: {partial})" if partial.is_file() else ""
-                print(f"FAILED {run.name}: {run.error}{kept}", file=sys.stderr)
-            print(f"{len(failed)} of {len(runs)} notebooks failed; the book was not built.", file=sys.stderr)
+        if any(run.status != "ok" for run in runs):
+            _print_table(runs)
+            _report_failures(runs, book_dir)
             return 1
     missing = _missing_copies(chapters, book_dir)
     if missing:
+        if runs:
+            _print_table(runs)
         print(f"book not built: no executed copy of {', '.join(missing)}; "
               "run once without --notebooks/--skip-execute first.", file=sys.stderr)
         # Executing a subset on a fresh checkout is a success; asking for a book that cannot exist is not.
         return 1 if args.skip_execute else 0
-    start = time.perf_counter()
-    index = build_book(book_dir)
-    record = _load_timings(book_dir / TIMINGS_FILE)
-    record["book"] = {"index": str(index), "seconds": round(time.perf_counter() - start, 1),
-                      "fingerprint": source_fingerprint(args.root)}
-    _write_json(book_dir / TIMINGS_FILE, record)
-    print(f"book built in {record['book']['seconds']} s")
+    index = _build_and_record(args.root, book_dir)
+    if runs:
+        _print_table(runs)
+    print(f"book built in {_load_timings(book_dir / TIMINGS_FILE)['book']['seconds']} s")
     print(index)
     return 0
 

@@ -205,6 +205,21 @@ def test_output_parsers(outputs, figures, glued):
 
 # --- the course -------------------------------------------------------------------
 
+def test_running_page_profile_table_matches_config():
+    from tutorial_lib.config import PROFILES
+
+    rows = [line for line in (ROOT / "book" / "running.md").read_text(encoding="utf-8").splitlines()
+            if re.match(r"\|[^|]*\(`\w+`\) \|", line)]
+    assert rows, "book/running.md has no profile table rows naming their setting"
+    for row in rows:
+        key = re.search(r"\(`(\w+)`\)", row).group(1)
+        cells = [cell.strip() for cell in row.strip("|").split("|")][1:]  # ci, laptop, gpu
+        for profile, cell in zip(("ci", "laptop", "gpu"), cells):
+            value = PROFILES[profile][key]
+            expected = f"{value[0]} to {value[-1]}" if isinstance(value, tuple) else str(value)
+            assert cell.startswith(expected), f"running.md says {key}={cell!r} for {profile}, config has {value}"
+
+
 def test_toc_lists_all_seven_chapters():
     assert CHAPTERS == list(MIN_FIGURES), "the _toc.yml chapter list and MIN_FIGURES disagree"
 
