@@ -51,6 +51,7 @@ __all__ = [
     "source_fingerprint",
     "stage_book",
     "execute_chapter",
+    "write_placeholders",
     "build_book",
     "main",
 ]
@@ -58,6 +59,7 @@ __all__ = [
 KERNEL_NAME = "brats-course"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMINGS_FILE = "timings.json"
+PLACEHOLDER_KEY = "brats_course_placeholder"
 # A hung cell on the CI machine should fail the run rather than eat the budget;
 # on real data single training cells legitimately run for a long time.
 DEFAULT_CELL_TIMEOUT_S = {"ci": 600, "laptop": None, "gpu": None}
@@ -384,8 +386,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="prepared cache of real data (data_scripts/prepare_brats.py); "
                              "default: synthetic data made for the profile")
     parser.add_argument("--notebooks", nargs="+", default=None, metavar="CHAPTER",
-                        help="execute only these chapters, e.g. 03 06_postprocessing; "
-                             "the others keep their previous executed copies")
+                        help="execute only these chapters, e.g. 03 06_postprocessing; the others "
+                             "keep their previous executed copies (or get a placeholder page)")
     parser.add_argument("--out", type=Path, default=None,
                         help="build folder; the book tree goes to OUT/course (default: <repo>/_build)")
     parser.add_argument("--skip-execute", action="store_true",
@@ -420,8 +422,41 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
     return runs
 
 
-def _missing_copies(chapters: Sequence[str], book_dir: Path) -> list[str]:
-    return [Path(c).name for c in chapters if not (book_dir / f"{c}.ipynb").is_file()]
+def _is_executed_copy(path: Path) -> bool:
+    import nbformat
+
+    return path.is_file() and not nbformat.read(path, as_version=4).metadata.get(PLACEHOLDER_KEY)
+
+
+def write_placeholders(chapters: Sequence[str], book_dir: Path) -> list[str]:
+    """Stand in for chapters that have no executed copy yet.
+
+    Lets ``--notebooks 03`` on a fresh checkout still build (and check) the
+    book: every chapter without an executed copy gets a one-cell notebook that
+    says so, marked in its metadata so it is never taken for an executed one.
+
+    Parameters
+    ----------
+    chapters : sequence of str
+        All chapters of the book.
+    book_dir : Path
+        The build tree.
+
+    Returns
+    -------
+    list of str
+        Names of the chapters that got a placeholder.
+    """
+    import nbformat
+
+    missing = [c for c in chapters if not _is_executed_copy(book_dir / f"{c}.ipynb")]
+    for chapter in missing:
+        title = Path(chapter).name.replace("_", " ")
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+            f"# {title}\n\nThis chapter was not executed in this build of the book.")])
+        notebook.metadata[PLACEHOLDER_KEY] = True
+        nbformat.write(notebook, book_dir / f"{chapter}.ipynb")
+    return [Path(c).name for c in missing]
 
 
 def _report_failures(runs: Sequence[ChapterRun], book_dir: Path) -> None:
@@ -433,12 +468,12 @@ def _report_failures(runs: Sequence[ChapterRun], book_dir: Path) -> None:
     print(f"{len(failed)} of {len(runs)} notebooks failed; the book was not built.", file=sys.stderr)
 
 
-def _build_and_record(root: Path, book_dir: Path) -> Path:
+def _build_and_record(root: Path, book_dir: Path, placeholders: Sequence[str]) -> Path:
     start = time.perf_counter()
     index = build_book(book_dir)
     record = _load_timings(book_dir / TIMINGS_FILE)
     record["book"] = {"index": str(index), "seconds": round(time.perf_counter() - start, 1),
-                      "fingerprint": source_fingerprint(root)}
+                      "fingerprint": source_fingerprint(root), "placeholders": list(placeholders)}
     _write_json(book_dir / TIMINGS_FILE, record)
     return index
 
@@ -461,17 +496,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_table(runs)
             _report_failures(runs, book_dir)
             return 1
-    missing = _missing_copies(chapters, book_dir)
-    if missing:
-        if runs:
-            _print_table(runs)
-        print(f"book not built: no executed copy of {', '.join(missing)}; "
-              "run once without --notebooks/--skip-execute first.", file=sys.stderr)
-        # Executing a subset on a fresh checkout is a success; asking for a book that cannot exist is not.
-        return 1 if args.skip_execute else 0
-    index = _build_and_record(args.root, book_dir)
+    (book_dir / "notebooks").mkdir(parents=True, exist_ok=True)
+    placeholders = write_placeholders(chapters, book_dir)
+    index = _build_and_record(args.root, book_dir, placeholders)
     if runs:
         _print_table(runs)
+    if placeholders:
+        print(f"note: {', '.join(placeholders)} never executed here; their pages are placeholders. "
+              "Run without --notebooks to execute every chapter.", file=sys.stderr)
     print(f"book built in {_load_timings(book_dir / TIMINGS_FILE)['book']['seconds']} s")
     print(index)
     return 0

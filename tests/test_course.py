@@ -82,7 +82,8 @@ def _is_fresh(timings: dict[str, Any], fingerprint: str) -> bool:
         for run in runs
     )
     book = timings.get("book", {})
-    return chapters_fresh and book.get("fingerprint") == fingerprint and Path(book.get("index", "")).is_file()
+    return (chapters_fresh and not book.get("placeholders") and book.get("fingerprint") == fingerprint
+            and Path(book.get("index", "")).is_file())
 
 
 @pytest.fixture(scope="session")
@@ -270,6 +271,7 @@ def test_book_index_exists(course_build):
     book = course_build["timings"].get("book")
     assert course_build["returncode"] in (None, 0), f"pipeline failed:\n{course_build['log'][-4000:]}"
     assert book and Path(book["index"]).is_file(), "the book was not built"
+    assert not book.get("placeholders"), f"chapters missing from the book: {book['placeholders']}"
     assert Path(book["index"]) == (BOOK / "_build" / "html" / "index.html").resolve()
 
 
