@@ -1,0 +1,577 @@
+"""BraTS-like synthetic cases built from the MNI152 template shipped with nilearn.
+
+Learners without a BraTS download still need data that looks and behaves like
+BraTS: the same folder layout and file names, the 240 x 240 x 155 grid at
+1 mm, four skull-stripped modalities (FLAIR, T1, T1ce, T2) and the BraTS
+labels. Each case is drawn from a seed:
+
+* **anatomy** - the MNI152 grey/white-matter maps, rotated, scaled and bent
+  by a smooth random warp, then cut at the brain mask (as BraTS does);
+* **tumours** - one or two irregular lesions of 5-200 cm^3 with edema
+  (label 2), a necrotic or non-enhancing core (label 1) and, for most cases,
+  an enhancing rim (label 4), each with its own look per modality;
+* **distractors** - bright caps next to the lateral ventricles and small white
+  matter spots on FLAIR, bright CSF on T2, enhancing vessels and choroid
+  plexus on T1ce;
+* **acquisition** - per-case gain, a smooth multiplicative bias field and
+  Rician noise.
+
+The mix is tuned so that the best global FLAIR threshold reaches a
+whole-tumour Dice of only about 0.5-0.65 (see ``tutorial_lib.baseline``),
+while local context (a dark core enclosed by bright edema, the fixed place
+of the periventricular caps, local rather than global contrast) lets a small
+3D U-Net do clearly better.
+
+Arrays are ``(x, y, z)`` volumes; ``generate_case`` returns them in memory and
+``write_case`` / ``make_dataset`` write BraTS-2017 style NIfTI folders.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from tutorial_lib.config import BRATS
+
+__all__ = [
+    "SyntheticCase",
+    "case_seed",
+    "case_ids",
+    "generate_case",
+    "write_case",
+    "make_dataset",
+    "is_complete_case",
+]
+
+_SUFFIXES = (*BRATS.modalities, "seg")
+# Tissue index used for the intensity look-up: background, CSF, grey, white.
+_TISSUE_AXIS = np.array([-1.0, 0.0, 1.0, 2.0])
+# Relative intensity of (background, CSF, GM, WM) per modality.
+_TISSUE_LOOK = {
+    "flair": (0.0, 0.16, 0.62, 0.50),
+    "t1": (0.0, 0.22, 0.55, 0.80),
+    "t1ce": (0.0, 0.24, 0.57, 0.80),
+    "t2": (0.0, 1.00, 0.62, 0.45),
+}
+# Relative intensity of edema, enhancing rim, necrosis and solid non-enhancing core.
+_TUMOUR_LOOK = {
+    "flair": {"edema": 0.95, "enhancing": 0.80, "necrosis": 0.36, "solid": 0.88},
+    "t1": {"edema": 0.50, "enhancing": 0.55, "necrosis": 0.20, "solid": 0.38},
+    "t1ce": {"edema": 0.52, "enhancing": 1.15, "necrosis": 0.24, "solid": 0.42},
+    "t2": {"edema": 0.86, "enhancing": 0.70, "necrosis": 0.97, "solid": 0.80},
+}
+_LABEL = {
+    "necrosis": 1,
+    "solid": 1,
+    "edema": 2,
+    "enhancing": 4,
+}
+_MIN_CM3, _MAX_CM3 = 5.0, 200.0
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    """One generated case.
+
+    Attributes
+    ----------
+    case_id : str
+        Folder and file prefix, e.g. ``"Synth_0003"``.
+    images : dict of str to numpy.ndarray
+        ``int16`` volumes of shape ``BRATS.shape`` keyed by modality
+        (``BRATS.modalities``); zero outside the brain.
+    seg : numpy.ndarray
+        ``uint8`` label volume of shape ``BRATS.shape`` with values in
+        ``BRATS.labels``.
+    affine : numpy.ndarray
+        ``(4, 4)`` voxel-to-world matrix shared by all five volumes (1 mm voxels).
+    """
+
+    case_id: str
+    images: dict[str, np.ndarray]
+    seg: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def brain(self) -> np.ndarray:
+        """Boolean brain mask: voxels where any modality is non-zero."""
+        return np.any(np.stack([image != 0 for image in self.images.values()]), axis=0)
+
+
+def case_seed(seed: int, index: int) -> int:
+    """Derive the seed of case ``index`` from the dataset ``seed``.
+
+    Uses ``numpy.random.SeedSequence`` so that neighbouring indices give
+    unrelated streams and a case does not depend on how many others exist.
+
+    Examples
+    --------
+    >>> case_seed(0, 1) == case_seed(0, 1) != case_seed(0, 2)
+    True
+    """
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+def case_ids(n_cases: int, *, prefix: str = "Synth") -> list[str]:
+    """Case identifiers ``<prefix>_0000`` ... for ``n_cases`` cases.
+
+    Examples
+    --------
+    >>> case_ids(2)
+    ['Synth_0000', 'Synth_0001']
+    """
+    if n_cases < 0:
+        raise ValueError(f"n_cases must be >= 0, got {n_cases}")
+    return [f"{prefix}_{index:04d}" for index in range(n_cases)]
+
+
+# --------------------------------------------------------------------------- template
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> dict[str, np.ndarray]:
+    """MNI152 maps in template voxels, loaded once per process (ships with nilearn)."""
+    from nilearn import datasets
+
+    def load(loader, resolution):
+        return np.asarray(loader(resolution=resolution).dataobj, dtype=np.float32)
+
+    grey = load(datasets.load_mni152_gm_template, 1)
+    white = load(datasets.load_mni152_wm_template, 1)
+    mask = load(datasets.load_mni152_brain_mask, 1) > 0
+    total = np.maximum(grey + white, 1.0)
+    tissue = np.where(mask, (grey + 2.0 * white) / total, -1.0).astype(np.float32)
+    corners = np.argwhere(mask)
+    return {
+        "tissue": tissue,
+        "centre": (corners.min(0) + corners.max(0)) / 2.0,
+        "extent": corners.max(0) - corners.min(0) + 1,
+        "aux": _periventricular_maps(mask[::2, ::2, ::2], (grey + white)[::2, ::2, ::2]),
+    }
+
+
+def _periventricular_maps(mask: np.ndarray, parenchyma: np.ndarray) -> np.ndarray:
+    """Caps next to the ventricle horns and the ventricles, on the 2 mm template grid."""
+    depth = ndimage.distance_transform_edt(mask) * 2.0
+    ventricles = mask & (parenchyma < 0.35) & (depth > 22.0)
+    labels, count = ndimage.label(ventricles)
+    sizes = ndimage.sum(ventricles, labels, range(1, count + 1))
+    ventricles = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.2 * sizes.max()))
+    distance = ndimage.distance_transform_edt(~ventricles) * 2.0
+    along = np.argwhere(ventricles)[:, 1]
+    y = np.arange(mask.shape[1], dtype=np.float32)[None, :, None]
+    # Caps sit at the front and back horns: weight by distance from the ventricles' middle.
+    horn = np.clip(np.abs(y - along.mean()) / (0.5 * np.ptp(along) + 1e-6), 0.0, 1.0) ** 1.5
+    caps = np.exp(-distance / 3.0) * horn * (~ventricles) * (parenchyma > 0.5)
+    caps = ndimage.gaussian_filter(caps.astype(np.float32), 1.0)
+    return np.stack([caps / max(caps.max(), 1e-6), ventricles.astype(np.float32)])
+
+
+# --------------------------------------------------------------------------- smooth fields
+
+
+def _interp_matrix(size: int, nodes: int) -> np.ndarray:
+    """(size, nodes) weights that spread ``nodes`` coarse values smoothly over ``size`` voxels."""
+    positions = np.linspace(0.0, nodes - 1.0, size)[:, None]
+    weights = np.exp(-0.5 * ((positions - np.arange(nodes)[None, :]) / 0.6) ** 2)
+    return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
+
+
+def _smooth_field(rng: np.random.Generator, shape, nodes) -> np.ndarray:
+    """Smooth random field: a coarse normal grid interpolated separably (fast, C-infinity)."""
+    coarse = rng.standard_normal(tuple(nodes)).astype(np.float32)
+    mx, my, mz = (_interp_matrix(s, n) for s, n in zip(shape, nodes))
+    # Three small matrix products (BLAS) instead of one large einsum.
+    field = np.tensordot(mx, coarse, axes=(1, 0))  # (X, b, c)
+    field = np.matmul(my, field)  # (X, Y, c)
+    field = np.matmul(field, mz.T)  # (X, Y, Z)
+    return field / max(float(field[::4, ::4, ::4].std()), 1e-6)
+
+
+# --------------------------------------------------------------------------- anatomy
+
+
+def _case_affine(rng: np.random.Generator) -> np.ndarray:
+    """BraTS-like LPS affine with 1 mm voxels and a small per-case origin shift."""
+    shift = rng.uniform(-5.0, 5.0, 3)
+    return np.array(
+        [
+            [-1.0, 0.0, 0.0, 120.0 + shift[0]],
+            [0.0, -1.0, 0.0, 120.0 + shift[1]],
+            [0.0, 0.0, 1.0, -78.0 + shift[2]],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
+
+
+def _warp_coordinates(rng, box_start, box_shape) -> np.ndarray:
+    """Template voxel coordinates for every voxel of the target box: rotation, scale, warp."""
+    template = _template()
+    scale = rng.uniform(0.85, 0.93) * np.exp(rng.uniform(-0.03, 0.03, 3))
+    rotation = Rotation.from_euler("xyz", rng.uniform(-1.0, 1.0, 3) * [5.0, 5.0, 8.0], degrees=True)
+    # Target voxel axes point left/posterior (LPS), the template's right/anterior (RAS).
+    flip = np.diag([-1.0, -1.0, 1.0])
+    linear = (rotation.as_matrix() @ flip / scale).astype(np.float32)
+    centre = (np.array(BRATS.shape) - 1) / 2.0 + rng.normal(0.0, 2.0, 3)
+    axes = [np.arange(s, dtype=np.float32) + b - c for s, b, c in zip(box_shape, box_start, centre)]
+    coords = np.empty((3, *box_shape), dtype=np.float32)
+    for row in range(3):
+        coords[row] = (
+            linear[row, 0] * axes[0][:, None, None]
+            + linear[row, 1] * axes[1][None, :, None]
+            + linear[row, 2] * axes[2][None, None, :]
+            + template["centre"][row]
+        )
+        coords[row] += rng.uniform(2.0, 4.0) * _smooth_field(rng, box_shape, (6, 6, 5))
+    return coords
+
+
+def _anatomy(rng, box_start, box_shape):
+    """Warped tissue index (full resolution) and periventricular maps (2 mm, repeated)."""
+    template = _template()
+    coords = _warp_coordinates(rng, box_start, box_shape)
+    half = coords[:, ::2, ::2, ::2]
+    channels = [template["tissue"][::2, ::2, ::2], *template["aux"]]
+    coarse = [ndimage.map_coordinates(c, half / 2.0, order=1, cval=c.min()) for c in channels]
+    coarse[0] = ndimage.binary_dilation(coarse[0] > -0.95, iterations=2)
+    full = [_repeat2(c, box_shape) for c in coarse]
+    # Most of the box is background: interpolate at full resolution only near the brain.
+    tissue = np.full(box_shape, -1.0, dtype=np.float32)
+    tissue[full[0]] = ndimage.map_coordinates(template["tissue"], coords[:, full[0]], order=1, cval=-1.0)
+    return tissue, full[1], full[2]
+
+
+def _repeat2(volume: np.ndarray, shape) -> np.ndarray:
+    """Nearest-neighbour 2x up-sampling cropped to ``shape`` (the maps are smooth)."""
+    big = volume.repeat(2, 0).repeat(2, 1).repeat(2, 2)
+    return big[: shape[0], : shape[1], : shape[2]]
+
+
+def _brain_box() -> tuple[np.ndarray, np.ndarray]:
+    """Sub-box of the BraTS grid that can hold the (shrunk, rotated) brain.
+
+    In-plane it never leaves the central ``BRATS.crop_shape`` box, so the
+    cache's 192 x 192 crop never cuts a brain.
+    """
+    limit = (*BRATS.crop_shape[:2], BRATS.shape[2])
+    extent = np.minimum(np.ceil(_template()["extent"] * 1.02 + 16), limit).astype(int)
+    start = (np.array(BRATS.shape) - extent) // 2
+    return start, extent
+
+
+# --------------------------------------------------------------------------- tumours
+
+
+def _tumour_shape(rng, radius: float, core_fraction: float, box: int) -> dict[str, np.ndarray]:
+    """Boolean regions of one lesion in a cube of side ``box`` centred on the lesion."""
+    axes = rng.uniform(0.75, 1.3, 3)
+    grid = np.indices((box,) * 3, dtype=np.float32) - (box - 1) / 2.0
+    distance = np.sqrt(sum((grid[i] / axes[i]) ** 2 for i in range(3))) / radius
+    nodes = (max(3, box // 12),) * 3
+    outer = distance + 0.22 * _smooth_field(rng, (box,) * 3, nodes)
+    inner = distance / core_fraction + 0.18 * _smooth_field(rng, (box,) * 3, nodes)
+    return {"outer": outer, "inner": inner}
+
+
+def _place_tumour(rng, tissue, labels, look_weight, centre, volume_cm3, enhancing: bool):
+    """Draw one lesion of about ``volume_cm3`` into ``labels`` (edits in place)."""
+    radius = (3.0 * volume_cm3 * 1000.0 / (4.0 * np.pi)) ** (1 / 3)
+    core_fraction = rng.uniform(0.45, 0.75)
+    box = int(2 * np.ceil(1.7 * radius) + 5)
+    fields = _tumour_shape(rng, radius, core_fraction, box)
+    lo = np.array(centre) - box // 2
+    sub = tuple(slice(max(0, a), min(n, a + box)) for a, n in zip(lo, labels.shape))
+    crop = tuple(slice(s.start - a, s.stop - a) for s, a in zip(sub, lo))
+    brain_here = tissue[sub] > -0.5
+    parenchyma = tissue[sub] > 0.6
+    # Edema runs along white matter further than through grey matter.
+    white = np.clip(tissue[sub] - 1.0, 0.0, 1.0)
+    edema = (fields["outer"][crop] < 0.85 + 0.3 * white) & parenchyma
+    core = (fields["inner"][crop] < 1.0) & brain_here
+    target = labels[sub]
+    target[edema & (target == 0)] = _LABEL["edema"]
+    if enhancing:
+        necrotic = (fields["inner"][crop] < rng.uniform(0.65, 0.85)) & core
+        target[core] = _LABEL["enhancing"]
+        target[necrotic] = _LABEL["necrosis"]
+    else:
+        target[core] = _LABEL["solid"]
+    # Edema is brighter near the core and fades towards its border.
+    look_weight[sub] = np.maximum(look_weight[sub], np.clip(1.2 - fields["outer"][crop], 0, 1))
+
+
+def _tumour_centres(rng, tissue, count: int) -> list[tuple[int, int, int]]:
+    """Random white-matter voxels away from the midline (and from each other)."""
+    step = 3
+    coarse = tissue[::step, ::step, ::step]
+    depth = ndimage.distance_transform_edt(coarse > -0.5) * step
+    mid = tissue.shape[0] / 2.0
+    x = np.arange(coarse.shape[0])[:, None, None] * step
+    ok = (coarse > 1.3) & (depth > 14) & (np.abs(x - mid) > 12)
+    candidates = np.argwhere(ok) * step
+    centres: list[tuple[int, int, int]] = []
+    for _ in range(50 * count):
+        point = candidates[rng.integers(len(candidates))]
+        if all(np.linalg.norm(point - np.array(c)) > 45 for c in centres):
+            centres.append(tuple(int(v) for v in point))
+        if len(centres) == count:
+            break
+    return centres
+
+
+def _tumours(rng, tissue) -> tuple[np.ndarray, np.ndarray]:
+    """Label volume of one or two lesions with 5-200 cm^3 of whole tumour in total."""
+    foci = 2 if rng.random() < 0.25 else 1
+    enhancing = rng.random() < 0.8
+    for _ in range(8):
+        labels = np.zeros(tissue.shape, dtype=np.uint8)
+        weight = np.zeros(tissue.shape, dtype=np.float32)
+        total = np.exp(rng.uniform(np.log(12.0), np.log(190.0)))
+        shares = [1.0] if foci == 1 else [0.7, 0.3]
+        for centre, share in zip(_tumour_centres(rng, tissue, foci), shares):
+            _place_tumour(rng, tissue, labels, weight, centre, total * share, enhancing)
+        volume = np.count_nonzero(labels) / 1000.0
+        if _MIN_CM3 <= volume <= _MAX_CM3:
+            return labels, weight
+    raise RuntimeError(f"could not draw a tumour of {_MIN_CM3}-{_MAX_CM3} cm^3 (last {volume:.1f})")
+
+
+def _white_matter_spots(rng, tissue, labels) -> np.ndarray:
+    """Small bright FLAIR/T2 spots (unlabelled), like small-vessel disease lesions."""
+    spots = np.zeros(tissue.shape, dtype=np.float32)
+    for centre in _tumour_centres(rng, tissue, int(rng.integers(0, 6))):
+        radius = rng.uniform(2.0, 4.5)
+        sub = tuple(slice(c - 8, c + 9) for c in centre)
+        grid = np.indices((17, 17, 17), dtype=np.float32) - 8.0
+        blob = np.exp(-np.sum(grid**2, axis=0) / (2 * radius**2))
+        spots[sub] = np.maximum(spots[sub], blob * (labels[sub] == 0))
+    return spots
+
+
+# --------------------------------------------------------------------------- intensities
+
+
+def _modality(rng, name, tissue, labels, edema_weight, caps, ventricles, spots, style):
+    """Noise-free relative intensity of one modality inside the box."""
+    image = np.interp(tissue, _TISSUE_AXIS, _TISSUE_LOOK[name]).astype(np.float32)
+    if name in ("flair", "t2"):
+        image += (style["caps"] if name == "flair" else 0.1) * caps
+        image += style["spots"] * spots
+    if name == "t1ce":
+        sulcal = (tissue > -0.6) & (tissue < 0.6) & ~(ventricles > 0.5)
+        vessels = sulcal & (style["vessels"] > 1.3)
+        image += 0.6 * vessels + 0.5 * ventricles * (style["vessels"] > 0.8)
+    look = dict(_TUMOUR_LOOK[name])
+    if name == "flair":
+        look["edema"] = style["edema"]
+    # Work inside the tumour's bounding box only: blurring the whole volume is slow.
+    box = ndimage.find_objects((labels > 0).astype(np.int8))[0]
+    box = tuple(slice(max(0, s.start - 4), s.stop + 4) for s in box)
+    sub_labels = labels[box]
+    tumour = np.zeros(sub_labels.shape, dtype=np.float32)
+    for part, value in look.items():
+        tumour[sub_labels == _LABEL[part]] = value
+    if name == "flair":
+        edema = sub_labels == _LABEL["edema"]
+        tumour[edema] *= 0.85 + 0.15 * edema_weight[box][edema]
+    # Soften label borders so that tumours blend into tissue like real lesions.
+    present = ndimage.gaussian_filter((sub_labels > 0).astype(np.float32), 0.8)
+    tumour = ndimage.gaussian_filter(tumour, 0.8) / np.maximum(present, 1e-3)
+    image[box] = image[box] * (1.0 - present) + tumour * present
+    return image
+
+
+def _acquire(rng, image, brain, texture, box_shape) -> np.ndarray:
+    """Gain, bias field, Rician noise and int16 rounding; zero outside the brain."""
+    bias = np.exp(rng.uniform(0.15, 0.25) * _smooth_field(rng, box_shape, (3, 3, 3)))
+    signal = image * bias * (1.0 + 0.04 * texture)
+    sigma = rng.uniform(0.03, 0.07)
+    noise = rng.standard_normal((2, int(brain.sum())), dtype=np.float32) * sigma
+    values = np.hypot(signal[brain] + noise[0], noise[1]) * rng.uniform(300.0, 1200.0)
+    out = np.zeros(box_shape, dtype=np.int16)
+    out[brain] = np.clip(np.rint(values), 1, np.iinfo(np.int16).max).astype(np.int16)
+    return out
+
+
+def generate_case(case_id: str, *, seed: int) -> SyntheticCase:
+    """Generate one BraTS-like case in memory.
+
+    Parameters
+    ----------
+    case_id : str
+        Name of the case (used for file names only).
+    seed : int
+        Non-negative seed; equal seeds give identical arrays. Use
+        :func:`case_seed` to derive per-case seeds from a dataset seed.
+
+    Returns
+    -------
+    SyntheticCase
+        Four ``int16`` modalities and the ``uint8`` label volume, all of shape
+        ``BRATS.shape`` (240, 240, 155), plus their shared affine.
+
+    Raises
+    ------
+    ValueError
+        If ``seed`` is negative.
+
+    Examples
+    --------
+    >>> case = generate_case("Synth_0000", seed=1)  # doctest: +SKIP
+    >>> case.images["flair"].shape, case.seg.dtype
+    ((240, 240, 155), dtype('uint8'))
+    """
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    rng = np.random.default_rng(seed)
+    affine = _case_affine(rng)
+    start, shape = _brain_box()
+    tissue, caps, ventricles = _anatomy(rng, start, tuple(shape))
+    brain = tissue > -0.5
+    labels, edema_weight = _tumours(rng, tissue)
+    labels[~brain] = 0
+    spots = _white_matter_spots(rng, tissue, labels)
+    style = {
+        "caps": rng.uniform(0.3, 0.5),
+        "spots": rng.uniform(0.25, 0.4),
+        "edema": rng.uniform(0.8, 1.1),
+        "vessels": _smooth_field(rng, tuple(shape), (12, 12, 10)),
+    }
+    texture = _smooth_field(rng, tuple(shape), (24, 24, 20))
+    box = tuple(slice(b, b + s) for b, s in zip(start, shape))
+    images = {}
+    for name in BRATS.modalities:
+        relative = _modality(rng, name, tissue, labels, edema_weight, caps, ventricles, spots, style)
+        full = np.zeros(BRATS.shape, dtype=np.int16)
+        full[box] = _acquire(rng, relative, brain, texture, tuple(shape))
+        images[name] = full
+    seg = np.zeros(BRATS.shape, dtype=np.uint8)
+    seg[box] = labels
+    return SyntheticCase(case_id=case_id, images=images, seg=seg, affine=affine)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def is_complete_case(case_dir: str | os.PathLike) -> bool:
+    """True when ``case_dir`` holds all five ``<case>_<suffix>.nii.gz`` files."""
+    case_dir = Path(case_dir)
+    return all((case_dir / f"{case_dir.name}_{s}.nii.gz").is_file() for s in _SUFFIXES)
+
+
+def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int) -> Path:
+    """Generate a case and write it as a BraTS-2017 folder, atomically.
+
+    The five files are written into a temporary folder next to the target,
+    which is then renamed, so ``out_dir/case_id`` is either complete or absent.
+    A complete existing folder is left as it is (resume after interruption).
+
+    Parameters
+    ----------
+    out_dir : path
+        Dataset folder; created if missing.
+    case_id : str
+        Case folder name and file prefix.
+    seed : int
+        Seed passed to :func:`generate_case`.
+
+    Returns
+    -------
+    pathlib.Path
+        The case folder ``out_dir/case_id``.
+
+    Raises
+    ------
+    ValueError
+        If ``case_id`` is empty or contains a path separator.
+    """
+    import nibabel as nib
+
+    if not case_id or os.sep in case_id or case_id in (".", ".."):
+        raise ValueError(f"case_id must be a plain folder name, got {case_id!r}")
+    target = Path(out_dir) / case_id
+    if is_complete_case(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    case = generate_case(case_id, seed=seed)
+    volumes = {**case.images, "seg": case.seg}
+    staging = Path(tempfile.mkdtemp(prefix=f".{case_id}.", dir=target.parent))
+    try:
+        for suffix in _SUFFIXES:
+            image = nib.Nifti1Image(volumes[suffix], case.affine)
+            image.header.set_xyzt_units("mm", "sec")
+            nib.save(image, staging / f"{case_id}_{suffix}.nii.gz")
+        if target.exists():  # an incomplete leftover, e.g. copied in by hand
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _write_indexed(args: tuple[str, str, int]) -> str:
+    out_dir, case_id, seed = args
+    return str(write_case(out_dir, case_id, seed=seed))
+
+
+def make_dataset(
+    out_dir: str | os.PathLike,
+    n_cases: int,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    prefix: str = "Synth",
+    progress: bool = True,
+) -> list[Path]:
+    """Write ``n_cases`` synthetic cases into ``out_dir`` (skips complete ones).
+
+    Parameters
+    ----------
+    out_dir : path
+        Dataset folder.
+    n_cases : int
+        Number of cases ``<prefix>_0000`` ... to make.
+    seed : int, optional
+        Dataset seed; case ``i`` uses ``case_seed(seed, i)``.
+    workers : int, optional
+        Processes to use (1 = in this process).
+    prefix : str, optional
+        Case name prefix.
+    progress : bool, optional
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Case folders in index order.
+
+    Raises
+    ------
+    ValueError
+        If ``n_cases`` or ``seed`` is negative or ``workers`` < 1.
+
+    Examples
+    --------
+    >>> make_dataset("data/synthetic", 4, seed=0, workers=2)  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    jobs = [(str(out_dir), cid, case_seed(seed, i)) for i, cid in enumerate(case_ids(n_cases, prefix=prefix))]
+    bar = dict(total=len(jobs), desc="synthetic cases", unit="case", disable=not progress)
+    if workers == 1 or len(jobs) <= 1:
+        return [Path(_write_indexed(job)) for job in tqdm(jobs, **bar)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return [Path(p) for p in tqdm(pool.map(_write_indexed, jobs), **bar)]
