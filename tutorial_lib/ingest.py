@@ -96,6 +96,9 @@ _MSD_DIRS = {"imagesTr": True, "imagesTs": False}  # folder -> has labels in lab
 # Paper split for its 285 labelled cases: 240 train+val (20 % val), 45 test.
 _PAPER_CASES, _PAPER_TEST, _VAL_FRACTION = 285, 45, 0.2
 _AFFINE_TOLERANCE_MM = 1e-3
+# tempfile creates private (0600/0700) entries; the cache should get the usual permissions.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -826,6 +829,7 @@ def _write_json(path: Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         json.dump(payload, f, indent=1)
+    os.chmod(f.name, 0o666 & ~_UMASK)
     os.replace(f.name, path)
 
 
@@ -834,6 +838,7 @@ def _write_case(cases_dir: Path, case_id: str, arrays: dict[str, np.ndarray], me
     cases_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=cases_dir))
     try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
         _write_json(tmp / "case.json", meta)
@@ -904,7 +909,18 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive lock file while preparing, so concurrent calls queue up.
 
     Uses ``fcntl.flock``; on platforms without it (Windows) no lock is taken.
+
+    Raises
+    ------
+    RuntimeError
+        If called while a "spawn" worker process is starting: that happens when
+        a script calls the preparation at import time, and waiting would hang.
     """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "data preparation was started while a worker process was starting up; in a script, "
+            "call it under `if __name__ == '__main__':`"
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
