@@ -131,3 +131,15 @@ def test_unet_rejects_bad_options(kwargs, message):
 def test_unspecified_spatial_size_is_allowed():
     model = models.unet3d((None, None, None, 1), filters=(4, 8))
     assert np.asarray(model(np.zeros((1, 8, 4, 6, 1), "float32"))).shape == (1, 8, 4, 6, 1)
+
+
+def test_mixed_precision_output_is_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = models.unet2d((8, 8, 1), filters=(4, 8))  # shape: (x, y, channels)
+        hidden = model.get_layer("conv2d_1")
+        prediction = model(np.zeros((1, 8, 8, 1), "float32"))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert hidden.compute_dtype == "float16"
+    assert keras.backend.standardize_dtype(prediction.dtype) == "float32"

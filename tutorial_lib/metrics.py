@@ -256,7 +256,7 @@ def region_dice(pred_labels: np.ndarray, true_labels: np.ndarray) -> dict[str, f
     Examples
     --------
     >>> region_dice(np.array([0, 2, 4, 4]), np.array([0, 2, 1, 4]))
-    {'WT': 1.0, 'TC': 0.5, 'ET': 0.6666666666666666}
+    {'WT': 1.0, 'TC': 1.0, 'ET': 0.6666666666666666}
     """
     predicted, true = region_masks(pred_labels), region_masks(true_labels)
     return {region: dice_coefficient(predicted[region], true[region]) for region in predicted}
