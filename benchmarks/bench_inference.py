@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--window-batch", type=int, default=None,
                         help="sliding windows per model call (default 4; 8 in --smoke)")
     args = parser.parse_args(argv)
+    common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
     smoke_size = (32, 32, 32)  # two 16^3 patches per axis in the window
     size = tuple(args.size or (smoke_size if args.smoke else

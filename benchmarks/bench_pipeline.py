@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--step-ms", type=float, default=None,
                         help="use this step time instead of measuring one")
     args = parser.parse_args(argv)
+    common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         cache, made = (args.cache, "existing cache") if args.cache else _build_cache(Path(tmp), args)
@@ -125,7 +126,8 @@ def _step_row(args: Any, grid: tuple[int, ...]) -> dict[str, Any]:
         measured = measure_keras_step(size, precision=args.precision, steps=1 if args.smoke else 3,
                                       warmup=1, batch_size=args.batch_size)
         seconds, how = measured["ms/step"] / 1000, f"keras/{common.active_backend()} {args.precision}"
-    return {"stage": f"training step ({how})", "size": "x".join(map(str, size)),
+    shown = "as measured" if args.step_ms else "x".join(map(str, size))
+    return {"stage": f"training step ({how})", "size": shown,
             "batch": args.batch_size, "ms/volume": 1000 * seconds / args.batch_size,
             "volumes/s": args.batch_size / seconds}
 

@@ -244,6 +244,7 @@ def _parser() -> Any:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Measure, print the step table, the ours/PyTorch ratios and the fastest backend."""
     args = _parser().parse_args(argv)
+    common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
     if args.backends == ["all"]:
         args.backends = _available_backends()

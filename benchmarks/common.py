@@ -29,6 +29,7 @@ __all__ = [
     "PRECISIONS",
     "base_parser",
     "apply_backend",
+    "apply_smoke_settings",
     "active_backend",
     "default_size",
     "keras_device",
@@ -109,6 +110,22 @@ def apply_backend(backend: str | None) -> str:
         os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return active_backend()
+
+
+def apply_smoke_settings(smoke: bool) -> None:
+    """In smoke mode, make XLA compile fast instead of producing fast code.
+
+    JAX compiles every new shape, including each variable initialiser, and
+    with full LLVM optimisation that dominates a smoke run on a 2-core CI
+    machine (tens of seconds). Smoke figures are meaningless anyway. Must run
+    before JAX is imported; a flag the user set is kept.
+    """
+    if not smoke or "jax" in sys.modules:
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        fast = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+        os.environ["XLA_FLAGS"] = f"{flags} {fast}".strip()
 
 
 def active_backend() -> str:

@@ -27,6 +27,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 PY="${PYTHON:-python3}"
 STEPS="${STEPS:-10}"
+SIZE="${SIZE:-192 192 160}"     # override only to dry-run the script on a CPU, e.g. SIZE="32 32 32"
+PATCH="${PATCH:-96 96 80}"
 
 stage() {  # stage NAME SECONDS LOGFILE COMMAND... : run with a limit, log, note the outcome
   local name=$1 limit=$2 log=$3; shift 3
@@ -62,13 +64,13 @@ cat "$OUT/env.txt"
 # 1. Training step at full size: bf16 first (the target), then fp32. Each measurement runs in
 #    its own process with its own limit (--timeout); the stage limit bounds the whole table.
 stage "train step" 270 "$OUT/train_step.md" \
-  "$PY" benchmarks/bench_train_step.py --size 192 192 160 --precisions bfloat16,float32 \
+  "$PY" benchmarks/bench_train_step.py --size $SIZE --precisions bfloat16,float32 \
   --backends jax,torch --steps "$STEPS" --warmup 3 --timeout 90 --json "$OUT/train_step.json"
 
 # 2. Inference, bf16, on the Keras torch backend (no per-shape compilation to wait for).
 stage "inference" 60 "$OUT/inference.md" \
   env KERAS_BACKEND="${INFER_BACKEND:-torch}" "$PY" benchmarks/bench_inference.py \
-  --size 192 192 160 --patch 96 96 80 --precision bfloat16 --steps 3 --window-batch 4
+  --size $SIZE --patch $PATCH --precision bfloat16 --steps 3 --window-batch 4
 
 # 3. Input pipeline at the full 192x192x160 grid vs a bf16 step on the Keras torch backend.
 stage "pipeline" 60 "$OUT/pipeline.md" \

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=None,
                         help="synthetic cases shared by bench_prepare/bench_pipeline (default 4; 1 in --smoke)")
     args = parser.parse_args(argv)
+    common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
     print(f"versions: {common.versions()}  backend: {common.active_backend()}")
     collected, failed = [], []

@@ -112,14 +112,12 @@ def test_conv_flops(kernel, c_in, c_out, voxels, expected) -> None:
     assert common.conv_flops(kernel, c_in, c_out, voxels) == expected
 
 
-def test_table1_flops_match_between_keras_and_torch() -> None:
-    """Both counts walk their own framework's layers; they must agree for the same network."""
-    pytest.importorskip("torch")
-    import torch_reference
-    from tutorial_lib.models import paper_table1
-
-    size = (32, 32, 32)
-    keras_flops = common.keras_model_flops(paper_table1(input_shape=(*size, 1)))
-    torch_flops = torch_reference.torch_model_flops(torch_reference.build_table1(), (1, 1, *size))
-    # shape: 171,136 forward FLOPs per input voxel (conv/deconv sum for Table 1, see RESULTS.md)
-    assert keras_flops == torch_flops == 171_136 * 32**3
+def test_table1_flops_match_between_keras_and_torch(smoke_run: tuple[str, dict]) -> None:
+    """Each framework's count walks its own layers; for the same network they must agree."""
+    _, payload = smoke_run
+    steps = [row for row in payload["rows"] if "fwd GFLOP" in row]
+    assert len(steps) == 2, steps
+    # shape: 16x16x16 smoke volume; 164,224 forward FLOPs per input voxel is the hand sum
+    # of Table 1's 14 conv/transposed-conv layers (see benchmarks/RESULTS.md)
+    for row in steps:
+        assert row["fwd GFLOP"] == pytest.approx(164_224 * 16**3 / 1e9, rel=1e-12), row
