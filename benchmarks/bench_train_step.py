@@ -114,13 +114,10 @@ def measure_keras_step(
 
 
 def _paper_loss() -> Any:
-    """The paper's Dice loss as ``training.train`` uses it (``get_loss``), float32."""
-    from tutorial_lib import losses
+    """The paper's Dice loss exactly as ``training.train`` gets it (float32)."""
+    from tutorial_lib.losses import get_loss
 
-    try:
-        return losses.get_loss("dice_probability")
-    except AttributeError:  # TEMPORARY: get_loss broken on this Keras; same formula, unwrapped
-        return losses.dice_probability_loss
+    return get_loss("dice_probability")
 
 
 def compare_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
