@@ -484,6 +484,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.root = args.root.resolve()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    # The book is static HTML: viewers must render as figures, not widgets.
+    os.environ.setdefault("TUTORIAL_LIB_STATIC_FIGURES", "1")
     chapters = read_chapters(args.root)
     book_dir = (args.out.resolve() if args.out else args.root / "_build") / "course"
     stage_book(args.root, book_dir)

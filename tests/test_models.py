@@ -8,14 +8,6 @@ import pytest
 
 from tutorial_lib import models
 
-if keras.backend.backend() == "jax":
-    import jax
-
-    # JAX >= 0.5 compiles a "partitionable" threefry kernel for every new weight shape, about
-    # 5 s of CPU each; the classic kernel compiles ten times faster and only changes the
-    # random stream (irrelevant on one device).
-    jax.config.update("jax_threefry_partitionable", False)
-
 # Trainable parameters per weighted layer, copied from the paper's Table 1.
 TABLE1_PARAMS = {
     "conv3d_1": 896, "conv3d_2": 55360, "conv3d_3": 221312, "conv3d_4": 884992,
