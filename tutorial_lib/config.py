@@ -72,10 +72,10 @@ PROFILES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
         # 2-core CI machine: every chapter in a couple of minutes.
         "ci": MappingProxyType(
             dict(
-                n_cases=16,  # synthetic cases generated
+                n_cases=32,  # synthetic cases generated: 22 train / 5 val / 5 test
                 downsample=4,  # cache grid 48 x 48 x 40
                 epochs_2d=2,
-                epochs_3d=8,
+                epochs_3d=40,
                 filters=(8, 16, 32, 64),  # four levels -> divisible by 8
                 batch_size=2,
                 grid_epochs=2,  # per configuration in loss/ablation grids
