@@ -11,7 +11,9 @@ from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_case, load_manifest, load_split
 from tutorial_lib.ingest import downsample_label
 from tutorial_lib.metrics import dice_coefficient
-from tutorial_lib.inference import predict_case, predict_volume, regions_to_labels, write_segmentation
+from tutorial_lib.inference import (
+    predict_case, predict_volume, predict_volume_2d, regions_to_labels, write_segmentation,
+)
 
 ET = BRATS.regions["ET"][0]
 (NCR,) = set(BRATS.regions["TC"]) - set(BRATS.regions["ET"])
@@ -39,6 +41,25 @@ def test_pointwise_model_gives_identical_windows_and_full_volume(image, blending
     windows = predict_volume(model, image, patch_size=(8, 8, 8), overlap=0.5, batch_size=3, blending=blending)
     assert full.shape == windows.shape == (20, 18, 11, 3)  # shape: (x, y, z, K)
     np.testing.assert_allclose(windows, full, atol=1e-5)
+
+
+def test_predict_volume_2d_stacks_the_axial_slices_and_masks_the_brain(image):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 2))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs))
+    brain = np.zeros(image.shape[:3], bool)
+    brain[2:15, 3:12, :] = True  # shape: (x, y, z)
+    # 11 slices in batches of 4: the last batch is padded and must be cut off again.
+    probabilities = predict_volume_2d(model, image, batch_size=4)
+    assert probabilities.shape == (20, 18, 11, 1)  # shape: (x, y, z, K)
+    for z in (0, 5, 10):
+        one_slice = model.predict(image[None, :, :, z], verbose=0)[0]  # shape: (x, y, K)
+        np.testing.assert_allclose(probabilities[:, :, z], one_slice, atol=1e-5)
+    masked = predict_volume_2d(model, image, brain=brain, batch_size=4)
+    np.testing.assert_array_equal(masked[~brain], 0.0)
+    np.testing.assert_allclose(masked[brain], probabilities[brain], atol=1e-6)
+    with pytest.raises(ValueError, match="brain mask shape"):
+        predict_volume_2d(model, image, brain=brain[:-1])
 
 
 def test_3x3x3_model_agrees_closely_away_from_window_borders(image):

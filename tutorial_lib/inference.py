@@ -31,7 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 from tutorial_lib.config import BRATS
 
-__all__ = ["CasePrediction", "predict_volume", "predict_case", "regions_to_labels", "write_segmentation"]
+__all__ = [
+    "CasePrediction", "predict_volume", "predict_volume_2d", "predict_case", "regions_to_labels",
+    "write_segmentation",
+]
 
 
 def _gaussian_weights(patch_size: Sequence[int], sigma_fraction: float = 0.125) -> np.ndarray:
@@ -142,6 +145,46 @@ def predict_volume(
         output = _predict_batches(model, _pad_to(image, padded_shape)[None], 1)[0]
         return output[: shape[0], : shape[1], : shape[2]]
     return _sliding_window(model, image, tuple(patch_size), overlap, batch_size, blending)
+
+
+def predict_volume_2d(
+    model: Any, image: np.ndarray, *, brain: np.ndarray | None = None, batch_size: int = 16
+) -> np.ndarray:
+    """Probabilities for one volume from a 2D network, axial slice by axial slice.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Maps ``(batch, x, y, C)`` slices to ``(batch, x, y, K)`` probabilities.
+    image : numpy.ndarray
+        One volume, shape ``(x, y, z, C)``.
+    brain : numpy.ndarray, optional
+        Boolean ``(x, y, z)`` brain mask; probabilities outside it are set to
+        0, since a slice-wise network has no notion of where the head ends.
+    batch_size : int, optional
+        Slices per model call.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 probabilities, shape ``(x, y, z, K)``: the slices stacked back.
+
+    Raises
+    ------
+    ValueError
+        For a wrongly shaped image or brain mask.
+
+    Examples
+    --------
+    >>> probabilities = predict_volume_2d(model_2d, image)  # doctest: +SKIP
+    """
+    image = np.asarray(image, dtype=np.float32)
+    _check_volume_arguments(image, None, 0.0, batch_size)
+    if brain is not None and brain.shape != image.shape[:3]:
+        raise ValueError(f"brain mask shape {brain.shape} != image grid {image.shape[:3]}")
+    slices = np.moveaxis(image, 2, 0)  # (z, x, y, C): the slices become the batch
+    probabilities = np.moveaxis(_predict_batches(model, slices, batch_size), 0, 2)
+    return probabilities if brain is None else probabilities * brain[..., None]
 
 
 def _sliding_window(
