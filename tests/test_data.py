@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import keras
 import numpy as np
 import pytest
 
-from tutorial_lib import data, ingest
+from tutorial_lib import data
 from tutorial_lib.data import (
     PatchDataset,
     SliceDataset,

@@ -17,7 +17,6 @@ import pytest
 from tutorial_lib import ingest
 from tutorial_lib.ingest import (
     crop_box,
-    detect_layout,
     downsample_image,
     downsample_label,
     downsample_mask,
@@ -44,29 +43,6 @@ def _no_leftovers(out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- layouts
-
-
-@pytest.mark.parametrize("layout", ["brats2017", "brats2023", "msd"])
-def test_detect_layout_folder_and_archive(tmp_path, tiny_case_writer, layout):
-    tiny_case_writer(tmp_path / "src", "Case_1", layout=layout)
-    assert detect_layout(tmp_path / "src") == layout
-    archive = tmp_path / "src.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(tmp_path / "src", arcname="download")
-    assert detect_layout(archive) == layout
-
-
-def test_detect_layout_rejects_empty_and_mixed(tmp_path, tiny_case_writer):
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
-    with pytest.raises(ValueError, match="no BraTS-style NIfTI"):
-        detect_layout(tmp_path / "empty")
-    tiny_case_writer(tmp_path / "mixed", "A", layout="brats2017")
-    tiny_case_writer(tmp_path / "mixed", "B", layout="brats2023")
-    with pytest.raises(ValueError, match="several layouts"):
-        detect_layout(tmp_path / "mixed")
-    with pytest.raises(FileNotFoundError):
-        detect_layout(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("layout", ["brats2017", "brats2023", "msd"])

@@ -1,7 +1,8 @@
 """tutorial_lib: the small library behind the brain-tumour segmentation course.
 
 One module per concept: ``config`` (BraTS conventions, run profiles), ``synthetic``
-(BraTS-like cases), ``ingest`` (import real BraTS into the cache), ``data``
+(BraTS-like cases), ``baseline`` (the FLAIR-threshold baseline), ``sources``
+(BraTS download layouts, safe extraction, validation), ``ingest`` (build the cache), ``data``
 (readers over the cache), ``models``, ``losses``, ``metrics``, ``postprocess``,
 ``training``, ``experiments``, ``inference`` and ``viz``.
 

@@ -1,0 +1,36 @@
+"""Tests for tutorial_lib.sources: recognising each BraTS download layout.
+
+Reading, validation and safe extraction are exercised end to end, through
+``prepare_dataset``, in ``test_ingest.py`` (bad inputs, unsafe archive members).
+"""
+
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from tutorial_lib.sources import detect_layout
+
+
+@pytest.mark.parametrize("layout", ["brats2017", "brats2023", "msd"])
+def test_detect_layout_folder_and_archive(tmp_path, tiny_case_writer, layout):
+    tiny_case_writer(tmp_path / "src", "Case_1", layout=layout)
+    assert detect_layout(tmp_path / "src") == layout
+    archive = tmp_path / "src.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname="download")
+    assert detect_layout(archive) == layout
+
+
+def test_detect_layout_rejects_empty_and_mixed(tmp_path, tiny_case_writer):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("nothing here")
+    with pytest.raises(ValueError, match="no BraTS-style NIfTI"):
+        detect_layout(tmp_path / "empty")
+    tiny_case_writer(tmp_path / "mixed", "A", layout="brats2017")
+    tiny_case_writer(tmp_path / "mixed", "B", layout="brats2023")
+    with pytest.raises(ValueError, match="several layouts"):
+        detect_layout(tmp_path / "mixed")
+    with pytest.raises(FileNotFoundError):
+        detect_layout(tmp_path / "missing")
