@@ -137,7 +137,7 @@ def _legend(fig: Figure) -> None:
     handles = [
         Patch(color=color, label=f"{label}: {BRATS.labels[label]}") for label, color in LABEL_COLORS.items()
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize="small", frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize="small", frameon=False)
 
 
 def _channel_names(channels: int, modalities: Sequence[str] | None) -> Sequence[str]:
