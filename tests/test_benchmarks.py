@@ -121,3 +121,15 @@ def test_table1_flops_match_between_keras_and_torch(smoke_run: tuple[str, dict])
     # of Table 1's 14 conv/transposed-conv layers (see benchmarks/RESULTS.md)
     for row in steps:
         assert row["fwd GFLOP"] == pytest.approx(164_224 * 16**3 / 1e9, rel=1e-12), row
+
+
+def test_scripts_switch_on_onednn_before_any_framework_import() -> None:
+    # The step benchmark once timed TensorFlow without oneDNN because `common`
+    # imported TensorFlow before tutorial_lib had set the switch.
+    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import common; "
+            "common.keras_device(); import os; print(os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                            env={**environment, "KERAS_BACKEND": "tensorflow"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "1"

@@ -12,10 +12,23 @@ importing the package does not start a deep-learning backend.
 """
 
 import os as _os
+import sys as _sys
+import warnings as _warnings
 
 # TensorFlow leaves its oneDNN kernels off on some x86 CPUs (AMD among them);
-# without them a 3D convolution's backward pass is 5-10x slower on CPU. This
-# only takes effect when tutorial_lib is imported before TensorFlow/Keras.
+# without them a 3D convolution's backward pass is 5-10x slower on CPU.
+# TensorFlow reads the switch once, when it is imported, so setting it here
+# only helps when tutorial_lib comes first; otherwise say so.
+if "tensorflow" in _sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in _os.environ:
+    _warnings.warn(
+        "TensorFlow was imported before tutorial_lib without TF_ENABLE_ONEDNN_OPTS set, so "
+        "on some CPUs (AMD among them) its oneDNN kernels are off and 3D training on the CPU "
+        "runs several times slower. Use the 'brats-course' Jupyter kernel (`make setup` "
+        "installs it), set TF_ENABLE_ONEDNN_OPTS=1 before starting Python, or import "
+        "tutorial_lib before keras.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
