@@ -33,7 +33,7 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-__all__ = ["measure_keras_step", "compare_rows", "main"]
+__all__ = ["measure_keras_step", "compiled_table1", "compare_rows", "main"]
 
 EPOCH_VOLUMES = 240  # the paper's training cases (285 minus 45 test)
 SCRIPT = str(Path(__file__).resolve())
@@ -72,6 +72,36 @@ def measure_keras_step(
         One result row.
     """
     import keras
+
+    model, images, labels = compiled_table1(size, precision=precision, batch_size=batch_size,
+                                            jit_compile=jit_compile)
+    flops = common.keras_model_flops(model, batch_size=batch_size)
+    common.reset_keras_peak_memory()
+    # train_on_batch returns the loss as a host number, so every step synchronises.
+    times = common.time_steps(lambda: model.train_on_batch(images, labels), steps=steps, warmup=warmup)
+    peak, where = common.keras_peak_memory_bytes()
+    name = f"keras/{keras.backend.backend()}"
+    if jit_compile != "auto":
+        name += f" (jit {jit_compile})"
+    from torch_reference import step_row
+
+    return step_row(name, common.keras_device(), size, precision, batch_size, times, flops,
+                    peak, where, model.count_params())
+
+
+def compiled_table1(
+    size: Sequence[int], *, precision: str = "float32", batch_size: int = 1, jit_compile: str = "auto"
+) -> tuple[Any, Any, Any]:
+    """``paper_table1`` compiled as ``training.train`` compiles it, and one batch on the device.
+
+    Returns
+    -------
+    tuple
+        ``(model, images, labels)``; images and labels have shape
+        ``(batch_size, *size, 1)`` and are already backend tensors, so a step
+        measures compute, not host-to-device copies.
+    """
+    import keras
     import numpy as np
 
     from tutorial_lib.models import paper_table1
@@ -89,28 +119,13 @@ def measure_keras_step(
         model = paper_table1(input_shape=(*size, 1))
     # As tutorial_lib.training.train compiles it, minus the Dice metric (the
     # reference computes none); Keras adds loss scaling for mixed_float16.
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=1e-4),
-        loss=_paper_loss(),
-        jit_compile=jit,
-    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-4), loss=_paper_loss(),
+                  jit_compile=jit)
     rng = np.random.default_rng(0)
     shape = (batch_size, *size, 1)
-    # Tensors placed on the device once, so the step measures compute, not copies.
     images = keras.ops.convert_to_tensor(rng.standard_normal(shape, dtype=np.float32))
     labels = keras.ops.convert_to_tensor((rng.random(shape) > 0.9).astype(np.float32))
-    flops = common.keras_model_flops(model, batch_size=batch_size)
-    common.reset_keras_peak_memory()
-    # train_on_batch returns the loss as a host number, so every step synchronises.
-    times = common.time_steps(lambda: model.train_on_batch(images, labels), steps=steps, warmup=warmup)
-    peak, where = common.keras_peak_memory_bytes()
-    name = f"keras/{keras.backend.backend()}"
-    if jit_compile != "auto":
-        name += f" (jit {jit_compile})"
-    from torch_reference import step_row
-
-    return step_row(name, common.keras_device(), size, precision, batch_size, times, flops,
-                    peak, where, model.count_params())
+    return model, images, labels
 
 
 def _paper_loss() -> Any:

@@ -133,3 +133,34 @@ def test_scripts_switch_on_onednn_before_any_framework_import() -> None:
                             env={**environment, "KERAS_BACKEND": "tensorflow"}, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "1"
+
+
+def test_profile_tables_group_small_types_and_rank_operations() -> None:
+    import collections
+
+    import profile_step
+
+    # shape: (layer path, op type) -> ms; 3 types, top=2 folds the smallest into "other"
+    times = collections.Counter({("a/conv", "Conv3DBackpropFilterV2"): 60.0,
+                                 ("b/conv", "Conv3DBackpropFilterV2"): 20.0,
+                                 ("a/conv", "FusedConv3D"): 15.0, ("a/relu", "ReluGrad"): 5.0})
+    type_rows, op_rows = profile_step.tables(times, top=2)
+    assert [row["op type"] for row in type_rows] == ["Conv3DBackpropFilterV2", "FusedConv3D",
+                                                    "(1 other types)"]
+    assert [row["share %"] for row in type_rows] == pytest.approx([80.0, 15.0, 5.0])
+    assert [(row["operation"], row["ms"]) for row in op_rows] == [("a/conv", 60.0), ("b/conv", 20.0)]
+
+
+def test_profile_step_smoke_finds_the_convolution_gradients(tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "profile_step.py"), "--smoke", "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=180, cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    types = [row for row in rows if "operation" not in row]
+    # shape: 16x16x16 smoke volume; every one of Table 1's 14 convolutions has a weight gradient
+    assert any("Conv3DBackpropFilter" in row["op type"] for row in types)
+    assert sum(row["share %"] for row in types) == pytest.approx(100.0)
