@@ -19,7 +19,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -355,12 +354,9 @@ def versions() -> dict[str, str]:
 
 def write_json(path: Path, rows: list[dict[str, Any]]) -> None:
     """Write ``rows`` (plus versions) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"versions": versions(), "rows": rows}
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=1, default=str)
-    os.replace(handle.name, path)
+    from tutorial_lib._files import write_json_atomic
+
+    write_json_atomic(path, {"versions": versions(), "rows": rows}, default=str)
 
 
 def make_cases(raw_dir: Path, n_cases: int, *, workers: int = 1) -> str:

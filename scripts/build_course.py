@@ -34,13 +34,14 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import yaml
+
+from tutorial_lib._files import write_json_atomic
 
 __all__ = [
     "KERNEL_NAME",
@@ -343,14 +344,6 @@ def _load_timings(path: Path) -> dict[str, Any]:
     return {"chapters": {}}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically: temporary file in the same folder, then rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(data, stream, indent=2, sort_keys=True)
-    os.replace(temporary, path)
-
-
 def _print_table(runs: Sequence[ChapterRun]) -> None:
     width = max([len(run.name) for run in runs] + [len("notebook")])
     print(f"\n{'notebook':<{width}}  {'status':<6}  {'seconds':>8}")
@@ -417,7 +410,7 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
         print(f"{name}: {run.status} in {run.seconds:.1f} s" + (f"\n  {error}" if error else ""), flush=True)
         record = _load_timings(timings_path)
         record["chapters"][name] = asdict(run) | {"finished": dt.datetime.now().isoformat(timespec="seconds")}
-        _write_json(timings_path, record)
+        write_json_atomic(timings_path, record, indent=2, sort_keys=True)
         runs.append(run)
     return runs
 
@@ -474,7 +467,7 @@ def _build_and_record(root: Path, book_dir: Path, placeholders: Sequence[str]) -
     record = _load_timings(book_dir / TIMINGS_FILE)
     record["book"] = {"index": str(index), "seconds": round(time.perf_counter() - start, 1),
                       "fingerprint": source_fingerprint(root), "placeholders": list(placeholders)}
-    _write_json(book_dir / TIMINGS_FILE, record)
+    write_json_atomic(book_dir / TIMINGS_FILE, record, indent=2, sort_keys=True)
     return index
 
 

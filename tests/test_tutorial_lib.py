@@ -1,6 +1,6 @@
-"""The package itself: importing it switches on TensorFlow's oneDNN CPU kernels, or says why not.
+"""The package itself: the oneDNN switch set at import, and the atomic file writer every module uses.
 
-Each case runs in a fresh interpreter, because TensorFlow reads
+The import cases run in a fresh interpreter, because TensorFlow reads
 ``TF_ENABLE_ONEDNN_OPTS`` only once, when it is first imported.
 """
 
@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tutorial_lib._files import UMASK, atomic_path, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +45,32 @@ def test_setting_the_switch_first_silences_the_warning() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "oneDNN kernels are off" not in result.stderr
+
+
+def test_write_json_atomic_creates_the_folder_and_uses_the_usual_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "record.json"
+    write_json_atomic(target, {"b": 1, "a": [0.5]}, sort_keys=True)
+    assert target.read_text() == '{\n "a": [\n  0.5\n ],\n "b": 1\n}'
+    # tempfile makes private 0600 files; a finished file must be readable like any other
+    assert target.stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert [path.name for path in target.parent.iterdir()] == ["record.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "record.json"
+    write_json_atomic(target, {"run": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(target, {"run": object()})  # JSON cannot encode it
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as temporary:
+            temporary.write_text('{"run": 2, "half')
+            raise KeyboardInterrupt  # an interrupted writer
+    assert target.read_text() == '{\n "run": 1\n}'
+    assert [path.name for path in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_atomic_path_keeps_the_suffix_a_writer_chooses_the_format_by(tmp_path: Path) -> None:
+    with atomic_path(tmp_path / "case.nii.gz", suffix=".nii.gz") as temporary:
+        assert temporary.name.endswith(".nii.gz") and temporary.parent == tmp_path
+        temporary.write_bytes(b"x")
+    assert (tmp_path / "case.nii.gz").read_bytes() == b"x"

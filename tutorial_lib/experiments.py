@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -28,6 +27,8 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from tutorial_lib._files import write_json_atomic
 
 __all__ = ["config_hash", "run_grid", "history_to_dict", "load_history", "load_record"]
 
@@ -127,17 +128,6 @@ def history_to_dict(history: Any) -> dict[str, list[float]]:
             f"expected a keras History, a DataFrame or a dict of lists, got {type(history).__name__}"
         )
     return {str(name): [float(value) for value in values] for name, values in mapping.items()}
-
-
-def _atomic_write_json(path: Path, record: Mapping[str, Any]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(record, stream, indent=1, sort_keys=True, default=_to_json_value)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _read_record(path: Path) -> dict[str, Any] | None:
@@ -297,7 +287,7 @@ def run_grid(
         from_cache = record is not None
         if record is None:
             record = _make_record(config, run_fn(dict(config)))
-            _atomic_write_json(path, record)
+            write_json_atomic(path, record, sort_keys=True, default=_to_json_value)
         row = {name: _table_value(value) for name, value in dict(config).items()}
         row.update(record["results"])
         rows.append({**row, "config_hash": key, "from_cache": from_cache})

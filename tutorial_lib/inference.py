@@ -23,12 +23,12 @@ probabilities ``(x, y, z, K)``.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from tutorial_lib._files import atomic_path
 from tutorial_lib.config import BRATS
 
 __all__ = [
@@ -371,16 +371,9 @@ def _save_nifti_atomically(labels: np.ndarray, affine: np.ndarray, out_path: Pat
     image.set_data_dtype(np.uint8)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(out_path.suffixes) or ".nii.gz"  # nibabel picks compression from the suffix
-    handle, temporary = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=suffix)
-    os.close(handle)
-    try:
+    with atomic_path(out_path, suffix=suffix) as temporary:
         nib.save(image, temporary)
-        os.replace(temporary, out_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_segmentation(

@@ -44,6 +44,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
+from tutorial_lib._files import UMASK, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.sources import (
     LAYOUTS,
@@ -85,9 +86,6 @@ logger = logging.getLogger(__name__)
 (_ED,) = set(BRATS.regions["WT"]) - set(BRATS.regions["TC"])
 # Paper split for its 285 labelled cases: 240 train+val (20 % val), 45 test.
 _PAPER_CASES, _PAPER_TEST, _VAL_FRACTION = 285, 45, 0.2
-# tempfile creates private (0600/0700) entries; the cache should get the usual permissions.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 @dataclass
@@ -314,23 +312,15 @@ def _case_meta(
     return meta
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
-        json.dump(payload, f, indent=1)
-    os.chmod(f.name, 0o666 & ~_UMASK)
-    os.replace(f.name, path)
-
-
 def _write_case(cases_dir: Path, case_id: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write into ``.tmp-<id>-*`` and rename, so a case folder is complete or absent."""
     cases_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=cases_dir))
     try:
-        os.chmod(tmp, 0o777 & ~_UMASK)
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        _write_json(tmp / "case.json", meta)
+        write_json_atomic(tmp / "case.json", meta)
         os.rename(tmp, cases_dir / case_id)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -404,7 +394,7 @@ def _source_root(src: Path, out_dir: Path) -> tuple[Path, dict[str, str], Path |
         return target, json.loads(marker.read_text()), target
     shutil.rmtree(target, ignore_errors=True)
     rejected = extract_archive(src, target)
-    _write_json(marker, rejected)
+    write_json_atomic(marker, rejected)
     return target, rejected, target
 
 
@@ -477,14 +467,14 @@ def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
     cases = _finished_cases(out_dir / "cases")
     labelled = [case_id for case_id, meta in cases.items() if meta["labelled"]]
     shape = [n // downsample for n in BRATS.crop_shape]
-    _write_json(
+    write_json_atomic(
         out_dir / "manifest.json",
         {"version": 1, "downsample": downsample, "modalities": list(BRATS.modalities), "shape": shape,
          "cases": cases},
     )
     unlabelled = sorted(set(cases) - set(labelled))
     split = {"seed": seed, **split_cases(labelled, seed=seed), "unlabelled": unlabelled}
-    _write_json(out_dir / "split.json", split)
+    write_json_atomic(out_dir / "split.json", split)
 
 
 def _run_cases(todo: list[CaseSource], root: Path, cases_dir: Path, downsample: int, workers: int,

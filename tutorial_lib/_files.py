@@ -1,0 +1,83 @@
+"""Writing a file so that no reader ever sees half of it.
+
+Every file the library writes for later runs to read (cache manifests,
+experiment records, predicted segmentations) goes through :func:`atomic_path`:
+the content is written to a temporary file in the same folder, which is then
+renamed over the target. A rename within one file system is atomic, so an
+interrupted run leaves either the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+__all__ = ["UMASK", "atomic_path", "write_json_atomic"]
+
+# tempfile creates private (0600/0700) entries; finished files get the usual permissions.
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` if the block succeeds.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write. Its folder is created if needed.
+    suffix : str, optional
+        Ending of the temporary name, for writers that choose a format from
+        it (nibabel compresses ``.nii.gz``).
+
+    Yields
+    ------
+    pathlib.Path
+        An empty file to write to. If the block raises, it is deleted and
+        ``path`` is left as it was.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "note.txt"
+    >>> with atomic_path(target) as temporary:
+    ...     _ = temporary.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.chmod(temporary, 0o666 & ~UMASK)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(
+    path: str | os.PathLike,
+    payload: Any,
+    *,
+    indent: int = 1,
+    sort_keys: bool = False,
+    default: Callable[[Any], Any] | None = None,
+) -> None:
+    """Write ``payload`` as JSON to ``path`` through :func:`atomic_path`.
+
+    ``indent``, ``sort_keys`` and ``default`` are passed to :func:`json.dumps`;
+    the text is built before the file is touched, so a value JSON cannot
+    encode raises ``TypeError`` and leaves ``path`` unchanged.
+    """
+    text = json.dumps(payload, indent=indent, sort_keys=sort_keys, default=default)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
