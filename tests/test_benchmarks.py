@@ -21,6 +21,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import common  # noqa: E402
 
+# These start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
+OWN_PROCESS = pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
+                                 reason="backend-independent subprocess test, run in the TensorFlow pass")
+
 EXPECTED_TABLES = (
     "Training step, Table 1 model",
     "Ours / PyTorch reference",
@@ -123,6 +127,7 @@ def test_table1_flops_match_between_keras_and_torch(smoke_run: tuple[str, dict])
         assert row["fwd GFLOP"] == pytest.approx(164_224 * 16**3 / 1e9, rel=1e-12), row
 
 
+@OWN_PROCESS
 def test_scripts_switch_on_onednn_before_any_framework_import() -> None:
     # The step benchmark once timed TensorFlow without oneDNN because `common`
     # imported TensorFlow before tutorial_lib had set the switch.
@@ -151,6 +156,7 @@ def test_profile_tables_group_small_types_and_rank_operations() -> None:
     assert [(row["operation"], row["ms"]) for row in op_rows] == [("a/conv", 60.0), ("b/conv", 20.0)]
 
 
+@OWN_PROCESS
 def test_profile_step_smoke_finds_the_convolution_gradients(tmp_path: Path) -> None:
     out = tmp_path / "profile.json"
     env = {**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "2"}

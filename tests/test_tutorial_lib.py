@@ -16,6 +16,9 @@ import pytest
 from tutorial_lib._files import UMASK, atomic_path, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
+# These start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
+OWN_PROCESS = pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
+                                 reason="backend-independent subprocess test, run in the TensorFlow pass")
 
 CASES = [
     # (statements, expect the warning)
@@ -24,6 +27,7 @@ CASES = [
 ]
 
 
+@OWN_PROCESS
 @pytest.mark.parametrize("statements, warns", CASES)
 def test_import_order_and_onednn_switch(statements: str, warns: bool) -> None:
     environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
@@ -37,6 +41,7 @@ def test_import_order_and_onednn_switch(statements: str, warns: bool) -> None:
     assert ("oneDNN kernels are off" in result.stderr) is warns
 
 
+@OWN_PROCESS
 def test_setting_the_switch_first_silences_the_warning() -> None:
     environment = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
     result = subprocess.run(
