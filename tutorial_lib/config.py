@@ -61,6 +61,28 @@ class BratsConvention:
     crop_shape: tuple[int, int, int] = (192, 192, 160)
     hd95_worst_mm: float = 373.13
 
+    @property
+    def region_labels(self) -> Mapping[str, int]:
+        """For each region, outermost first, the one label it holds beyond the next region inside it.
+
+        ``{"WT": 2, "TC": 1, "ET": 4}``: edema, necrotic core, enhancing tumour.
+        Painting these values in this order over zeros turns nested region
+        masks back into a label volume.
+
+        Raises
+        ------
+        ValueError
+            If ``regions`` are not nested so that each adds exactly one label.
+        """
+        names = list(self.regions)
+        labels = {}
+        for outer, inner in zip(names, [*names[1:], None]):
+            extra = set(self.regions[outer]) - set(self.regions[inner] if inner else ())
+            if len(extra) != 1:
+                raise ValueError(f"region {outer} minus {inner} is not a single label: {sorted(extra)}")
+            (labels[outer],) = extra
+        return MappingProxyType(labels)
+
 
 BRATS = BratsConvention()
 

@@ -297,14 +297,6 @@ def predict_case(
     return CasePrediction(case_id=case_id, probabilities=probabilities, mask=mask)
 
 
-def _label_only_in(region: str, inner: str | None) -> int:
-    """The single label of ``region`` that is not part of ``inner``."""
-    labels = set(BRATS.regions[region]) - (set(BRATS.regions[inner]) if inner else set())
-    if len(labels) != 1:
-        raise ValueError(f"region {region} minus {inner} is not a single label: {sorted(labels)}")
-    return labels.pop()
-
-
 def regions_to_labels(mask: np.ndarray) -> np.ndarray:
     """Turn region masks ``(x, y, z, 1)`` (WT) or ``(x, y, z, 3)`` (WT, TC, ET) into BraTS labels.
 
@@ -333,8 +325,7 @@ def regions_to_labels(mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"mask must be (x, y, z, 1) or (x, y, z, {len(names)}), got {mask.shape}")
     labels = np.zeros(mask.shape[:3], np.uint8)
     for index in range(mask.shape[-1]):
-        inner = names[index + 1] if index + 1 < len(names) else None
-        labels[mask[..., index]] = _label_only_in(names[index], inner)
+        labels[mask[..., index]] = BRATS.region_labels[names[index]]
     return labels
 
 

@@ -80,10 +80,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# BraTS label values by meaning, derived from the nested regions in config.
-(_ET,) = BRATS.regions["ET"]
-(_NCR,) = set(BRATS.regions["TC"]) - {_ET}
-(_ED,) = set(BRATS.regions["WT"]) - set(BRATS.regions["TC"])
 # Paper split for its 285 labelled cases: 240 train+val (20 % val), 45 test.
 _PAPER_CASES, _PAPER_TEST, _VAL_FRACTION = 285, 45, 0.2
 
@@ -236,7 +232,7 @@ def downsample_label(label: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return label
     out = np.zeros(tuple(n // factor for n in label.shape), np.uint8)
-    for region, value in (("WT", _ED), ("TC", _NCR), ("ET", _ET)):
+    for region, value in BRATS.region_labels.items():  # outermost first, inner ones overwrite
         lookup = np.zeros(256, np.float32)
         lookup[list(BRATS.regions[region])] = 1.0
         out[_blocks(lookup[label], factor).mean(axis=(1, 3, 5)) >= 0.5] = value

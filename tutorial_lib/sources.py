@@ -52,10 +52,8 @@ __all__ = [
     "read_case",
 ]
 
-# BraTS label values by meaning, derived from the nested regions in config.
-(_ET,) = BRATS.regions["ET"]
-(_NCR,) = set(BRATS.regions["TC"]) - {_ET}
-(_ED,) = set(BRATS.regions["WT"]) - set(BRATS.regions["TC"])
+# BraTS label values by meaning: edema, necrotic core, enhancing tumour.
+_ED, _NCR, _ET = (BRATS.region_labels[region] for region in ("WT", "TC", "ET"))
 _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MSD_DIRS = {"imagesTr": True, "imagesTs": False}  # folder -> has labels in labelsTr
