@@ -416,8 +416,9 @@ def write_segmentation(
     if volume.ndim != 4 or volume.shape[:3] != grid:
         raise ValueError(f"prediction shape {volume.shape} does not match the case's cache grid {grid}")
     mask = volume > (threshold if np.issubdtype(volume.dtype, np.floating) else 0)
-    mask = _upsample(mask, int(_entry_field(manifest_entry, "downsample")))
-    labels = _to_original_grid(regions_to_labels(mask), manifest_entry)
+    # Labels first: one uint8 volume to up-sample instead of one per region channel.
+    labels = _upsample(regions_to_labels(mask), int(_entry_field(manifest_entry, "downsample")))
+    labels = _to_original_grid(labels, manifest_entry)
     affine = np.asarray(_entry_field(manifest_entry, "original_affine"), dtype=float)
     out = Path(out_path)
     _save_nifti_atomically(labels, affine, out)

@@ -147,9 +147,8 @@ def _surface(mask: np.ndarray) -> np.ndarray:
 
 
 def _surface_distances(source: np.ndarray, target: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """Distance in mm from every surface voxel of ``source`` to the surface of ``target``."""
-    distance_to_target = ndimage.distance_transform_edt(~_surface(target), sampling=spacing)
-    return distance_to_target[_surface(source)]
+    """Distance in mm from every voxel of surface ``source`` to surface ``target``."""
+    return ndimage.distance_transform_edt(~target, sampling=spacing)[source]
 
 
 def _check_spacing(spacing: float | Sequence[float], ndim: int) -> tuple[float, ...]:
@@ -211,9 +210,9 @@ def hausdorff95(
         return 0.0
     if not pred.any() or not true.any():
         return float(BRATS.hd95_worst_mm)
-    distances = np.concatenate(
-        [_surface_distances(pred, true, spacing), _surface_distances(true, pred, spacing)]
-    )
+    pred_surface, true_surface = _surface(pred), _surface(true)
+    distances = np.concatenate([_surface_distances(pred_surface, true_surface, spacing),
+                                _surface_distances(true_surface, pred_surface, spacing)])
     return float(np.percentile(distances, 95))
 
 
