@@ -39,6 +39,10 @@ if os.environ.get("KERAS_BACKEND") == "jax":
     # random numbers come out, and keeps the JAX test run within budget.
     jax.config.update("jax_threefry_partitionable", False)
 
+# Tests that start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
+OWN_PROCESS = pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
+                                 reason="backend-independent subprocess test, run in the TensorFlow pass")
+
 N_SYNTHETIC_CASES = 4
 TINY_SHAPE = (48, 48, 32)
 

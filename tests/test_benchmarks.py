@@ -20,10 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import common  # noqa: E402
-
-# These start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
-OWN_PROCESS = pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
-                                 reason="backend-independent subprocess test, run in the TensorFlow pass")
+from conftest import OWN_PROCESS  # noqa: E402
 
 EXPECTED_TABLES = (
     "Training step, Table 1 model",

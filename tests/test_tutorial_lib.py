@@ -12,13 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import OWN_PROCESS
 
 from tutorial_lib._files import UMASK, atomic_path, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
-# These start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
-OWN_PROCESS = pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
-                                 reason="backend-independent subprocess test, run in the TensorFlow pass")
 
 CASES = [
     # (statements, expect the warning)

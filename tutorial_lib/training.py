@@ -40,6 +40,7 @@ import pandas as pd
 
 from tutorial_lib import losses as losses_module
 from tutorial_lib import metrics as metrics_module
+from tutorial_lib._files import atomic_path, write_json_atomic
 
 __all__ = [
     "NonFiniteLossError",
@@ -312,11 +313,10 @@ def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
 
 
 def _finish(model: keras.Model, out_dir: Path, epochs: int) -> None:
-    temporary = out_dir / ".final.tmp.weights.h5"
-    model.save_weights(str(temporary))
-    os.replace(temporary, out_dir / FINAL_WEIGHTS_FILE)
-    (out_dir / ".done.tmp").write_text(json.dumps({"epochs": epochs}))
-    os.replace(out_dir / ".done.tmp", out_dir / DONE_FILE)
+    # Keras picks the weights format from the file name, so the temporary keeps the suffix.
+    with atomic_path(out_dir / FINAL_WEIGHTS_FILE, suffix=".weights.h5") as temporary:
+        model.save_weights(str(temporary))
+    write_json_atomic(out_dir / DONE_FILE, {"epochs": epochs})
 
 
 def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
