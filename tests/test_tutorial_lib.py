@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import OWN_PROCESS
 
-from tutorial_lib._files import UMASK, atomic_path, write_json_atomic
+from tutorial_lib._files import UMASK, atomic_dir, atomic_path, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,3 +77,21 @@ def test_atomic_path_keeps_the_suffix_a_writer_chooses_the_format_by(tmp_path: P
         assert temporary.name.endswith(".nii.gz") and temporary.parent == tmp_path
         temporary.write_bytes(b"x")
     assert (tmp_path / "case.nii.gz").read_bytes() == b"x"
+
+
+def test_atomic_dir_renames_a_filled_folder_with_the_usual_permissions(tmp_path: Path) -> None:
+    with atomic_dir(tmp_path / "cases" / "Case_0") as folder:
+        assert folder.name.startswith(".tmp-Case_0-")
+        (folder / "label.npy").write_bytes(b"x")
+    case = tmp_path / "cases" / "Case_0"
+    assert [path.name for path in case.iterdir()] == ["label.npy"]
+    assert case.stat().st_mode & 0o777 == 0o777 & ~UMASK  # mkdtemp alone would leave 0700
+    assert [path.name for path in case.parent.iterdir()] == ["Case_0"]
+
+
+def test_atomic_dir_deletes_the_half_filled_folder_when_the_block_fails(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(tmp_path / "Case_0") as folder:
+            (folder / "image.npy").write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,8 @@ experiment records, predicted segmentations) goes through :func:`atomic_path`:
 the content is written to a temporary file in the same folder, which is then
 renamed over the target. A rename within one file system is atomic, so an
 interrupted run leaves either the old file or the new one, never a torn one.
+:func:`atomic_dir` does the same for a folder of files (a prepared or
+generated case).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["UMASK", "atomic_path", "write_json_atomic"]
+__all__ = ["UMASK", "atomic_path", "atomic_dir", "write_json_atomic"]
 
 # tempfile creates private (0600/0700) entries; finished files get the usual permissions.
 UMASK = os.umask(0o022)
@@ -61,6 +64,32 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to ``path``; rename it to ``path`` if the block succeeds.
+
+    The temporary folder is named ``.tmp-<name>-*``, so a reader that skips
+    hidden entries never sees it, and leftovers of a killed process can be
+    found by that prefix. ``path`` must not exist when the block ends (a
+    rename does not replace a folder that holds files).
+
+    Yields
+    ------
+    pathlib.Path
+        The folder to fill. If the block raises, it is deleted with its contents.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    try:
+        yield temporary
+        os.chmod(temporary, 0o777 & ~UMASK)
+        os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
         raise
 
 

@@ -35,7 +35,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from tutorial_lib._files import UMASK, write_json_atomic
+from tutorial_lib._files import atomic_dir, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.sources import (
     LAYOUTS,
@@ -310,17 +309,10 @@ def _case_meta(
 
 def _write_case(cases_dir: Path, case_id: str, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write into ``.tmp-<id>-*`` and rename, so a case folder is complete or absent."""
-    cases_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{case_id}-", dir=cases_dir))
-    try:
-        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private
+    with atomic_dir(cases_dir / case_id) as tmp:
         for name, array in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
         write_json_atomic(tmp / "case.json", meta)
-        os.rename(tmp, cases_dir / case_id)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _prepare_one(case: CaseSource, root: Path, cases_dir: Path, downsample: int) -> tuple[str, str, str]:

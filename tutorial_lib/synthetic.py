@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from tutorial_lib._files import atomic_dir
 from tutorial_lib.config import BRATS
 
 __all__ = [
@@ -503,20 +503,15 @@ def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int) -> Path:
     target = Path(out_dir) / case_id
     if is_complete_case(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     case = generate_case(case_id, seed=seed)
     volumes = {**case.images, "seg": case.seg}
-    staging = Path(tempfile.mkdtemp(prefix=f".{case_id}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         for suffix in _SUFFIXES:
             image = nib.Nifti1Image(volumes[suffix], case.affine)
             image.header.set_xyzt_units("mm", "sec")
             nib.save(image, staging / f"{case_id}_{suffix}.nii.gz")
         if target.exists():  # an incomplete leftover, e.g. copied in by hand
             shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
