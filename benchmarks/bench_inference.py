@@ -108,7 +108,7 @@ def build_model(precision: str) -> Any:
     from tutorial_lib.models import paper_table1
     from tutorial_lib.training import precision_scope
 
-    with precision_scope(None if precision == "float32" else precision):
+    with precision_scope(precision):
         return paper_table1(input_shape=(None, None, None, 1))
 
 

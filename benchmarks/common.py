@@ -56,9 +56,6 @@ if str(REPO_ROOT) not in sys.path:
 import tutorial_lib  # noqa: E402,F401
 
 PRECISIONS = ("float32", "bfloat16", "float16")
-# Keras dtype policies for each precision; matmuls/convs run in the low
-# precision while variables, losses and metrics stay float32.
-KERAS_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 RESULT_PREFIX = "BENCH_JSON "
 
 
