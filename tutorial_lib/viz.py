@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from tutorial_lib.config import BRATS
+from tutorial_lib.experiments import history_to_dict
 
 __all__ = [
     "LABEL_COLORS",
@@ -273,23 +274,13 @@ def montage(
     return fig
 
 
-def _as_columns(history: Any) -> dict[str, list[float]]:
-    if hasattr(history, "columns"):  # pandas.DataFrame
-        return {str(name): history[name].tolist() for name in history.columns if name != "epoch"}
-    if isinstance(getattr(history, "history", None), Mapping):  # keras History
-        return {name: list(values) for name, values in history.history.items()}
-    if isinstance(history, Mapping):
-        return {name: list(values) for name, values in history.items()}
-    raise ValueError(f"cannot plot a history of type {type(history).__name__}")
-
-
 def _runs(history_or_runs: Any) -> dict[str, dict[str, list[float]]]:
     """One run, or a mapping of run name -> run (detected by non-list values)."""
     if isinstance(history_or_runs, Mapping) and history_or_runs and all(
         not isinstance(value, (list, tuple, np.ndarray)) for value in history_or_runs.values()
     ):
-        return {str(name): _as_columns(run) for name, run in history_or_runs.items()}
-    return {"": _as_columns(history_or_runs)}
+        return {str(name): history_to_dict(run) for name, run in history_or_runs.items()}
+    return {"": history_to_dict(history_or_runs)}
 
 
 def plot_history(history_or_dataframe: Any, *, metrics: Sequence[str] = ("loss", "dice")) -> Figure:
