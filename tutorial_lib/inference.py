@@ -264,7 +264,7 @@ def predict_case(
         Probabilities above it are foreground.
     postprocess : callable, optional
         Applied to each binary channel ``(x, y, z)``, e.g.
-        ``functools.partial(postprocess.remove_small_components, min_size=50)``.
+        ``functools.partial(postprocess.remove_small_components, min_voxels=50)``.
 
     Returns
     -------
