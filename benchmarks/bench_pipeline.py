@@ -1,6 +1,6 @@
 """Input pipeline throughput next to the training step it has to feed.
 
-Reads whole volumes from a prepared cache with ``tutorial_lib.data.VolumeDataset``
+Reads whole volumes from a prepared cache with ``tutorial_lib.datasets.VolumeDataset``
 (FLAIR, whole-tumour target, shuffled, as chapter 03 trains) and reports
 volumes/s for one reader thread calling ``dataset[i]``, the way Keras consumes
 a ``PyDataset`` with ``workers=1``; more workers only add to this. The Table 1
@@ -43,7 +43,8 @@ def measure_pipeline(cache_dir: Path, *, batch_size: int = 1, passes: int = 3) -
 
     One untimed pass first, then the median of ``passes`` timed passes.
     """
-    from tutorial_lib.data import VolumeDataset, load_manifest
+    from tutorial_lib.data import load_manifest
+    from tutorial_lib.datasets import VolumeDataset
 
     case_ids = sorted(load_manifest(cache_dir)["cases"])
     dataset = VolumeDataset(cache_dir, case_ids, batch_size=batch_size, shuffle=True)

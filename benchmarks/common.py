@@ -139,18 +139,9 @@ def active_backend() -> str:
 
 def keras_device() -> str:
     """``"gpu"`` if the active Keras backend sees an accelerator, else ``"cpu"``."""
-    backend = active_backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
+    from tutorial_lib.training import gpu_available
 
-        return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
-    if backend == "jax":
-        import jax
-
-        return "cpu" if jax.default_backend() == "cpu" else "gpu"
-    import torch
-
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    return "gpu" if gpu_available() else "cpu"
 
 
 def default_size(device: str, *, smoke: bool) -> tuple[int, int, int]:

@@ -1,17 +1,15 @@
-"""Tests of tutorial_lib.data: cache loaders, targets and the three PyDataset readers."""
+"""Tests of tutorial_lib.data: cache loaders, targets, light imports and the course data set-up."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 
-import keras
 import numpy as np
 import pytest
 
 from tutorial_lib import data
 from tutorial_lib.data import (
-    PatchDataset,
-    SliceDataset,
-    VolumeDataset,
     ensure_course_data,
     labels_to_target,
     load_case,
@@ -70,77 +68,6 @@ def test_load_case_shapes_and_modality_selection(tiny_cache):
         load_case(tiny_cache, "Nope")
 
 
-def test_volume_dataset(tiny_cache):
-    dataset = VolumeDataset(tiny_cache, "train", modalities=("flair", "t2"), batch_size=2)
-    assert len(dataset) == 2  # 3 training cases, last batch holds one
-    x, y = dataset[0]
-    assert (x.shape, y.shape, x.dtype, y.dtype) == ((2, *GRID, 2), (2, *GRID, 1), np.float32, np.float32)
-    assert dataset[1][0].shape == (1, *GRID, 2)
-    with pytest.raises(IndexError):
-        dataset[2]
-    inference = VolumeDataset(tiny_cache, "unlabelled", target=None)
-    assert inference[0].shape == (1, *GRID, 1)
-    with pytest.raises(ValueError, match="without labels"):
-        VolumeDataset(tiny_cache, "unlabelled")
-    with pytest.raises(ValueError, match="unknown split"):
-        VolumeDataset(tiny_cache, "training")
-
-
-def test_shuffling_is_seeded_and_changes_per_epoch(tiny_cache):
-    ids = ["Tiny_0", "Tiny_1", "Tiny_2", "Tiny_3", "Tiny_4"]
-    first = VolumeDataset(tiny_cache, ids, shuffle=True, seed=3)
-    second = VolumeDataset(tiny_cache, ids, shuffle=True, seed=3)
-    orders = []
-    for _ in range(3):
-        assert first._order.tolist() == second._order.tolist()
-        orders.append(first._order.tolist())
-        first.on_epoch_end(), second.on_epoch_end()
-    assert len({tuple(order) for order in orders}) > 1
-    assert VolumeDataset(tiny_cache, ids)._order.tolist() == [0, 1, 2, 3, 4]
-
-
-def test_slice_dataset_counts_and_shapes(tiny_cache):
-    meta = load_manifest(tiny_cache)["cases"]["Tiny_0"]
-    brain, tumour = meta["brain_slices"], meta["tumour_slices"]
-    plain = SliceDataset(tiny_cache, ["Tiny_0"], batch_size=4)
-    assert len(plain.items) == len(brain)
-    doubled = SliceDataset(tiny_cache, ["Tiny_0"], batch_size=4, oversample_tumour=3)
-    assert len(doubled.items) == len(brain) + 2 * len(tumour)
-    every_other = SliceDataset(tiny_cache, ["Tiny_0"], slice_step=2, brain_only=False)
-    assert [z for _, z in every_other.items] == list(range(0, GRID[2], 2))
-    x, y = SliceDataset(tiny_cache, "train", modalities="all", target="regions", batch_size=4)[0]
-    assert (x.shape, y.shape, x.dtype) == ((4, 48, 48, 4), (4, 48, 48, 3), np.float32)
-    image, target = load_case(tiny_cache, "Tiny_0")
-    z = tumour[0]
-    x, y = SliceDataset(tiny_cache, ["Tiny_0"], brain_only=False, batch_size=GRID[2])[0]
-    np.testing.assert_array_equal(x[z], image[:, :, z]), np.testing.assert_array_equal(y[z], target[:, :, z])
-
-
-def test_patch_dataset(tiny_cache):
-    kwargs = dict(patch_shape=(16, 16, 8), patches_per_case=2, batch_size=3, seed=5)
-    patches = PatchDataset(tiny_cache, "train", tumour_fraction=1.0, **kwargs)
-    assert len(patches) == 2  # 3 cases x 2 patches in batches of 3
-    x, y = patches[0]
-    assert (x.shape, y.shape, x.dtype) == ((3, 16, 16, 8, 1), (3, 16, 16, 8, 1), np.float32)
-    assert all(y[i].sum() > 0 for i in range(3)), "tumour-centred patches must contain tumour"
-    again = PatchDataset(tiny_cache, "train", tumour_fraction=1.0, **kwargs)[0]
-    np.testing.assert_array_equal(again[0], x)
-    background = PatchDataset(tiny_cache, "train", tumour_fraction=0.0, **kwargs)[0][0]
-    assert np.count_nonzero(background) > 0, "random patches are centred inside the brain"
-    with pytest.raises(ValueError, match="patch_shape"):
-        PatchDataset(tiny_cache, "train", patch_shape=(64, 16, 16))
-
-
-def test_readers_train_a_keras_model(tiny_cache):
-    model = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
-    model.compile(optimizer="adam", loss="binary_crossentropy")
-    history = model.fit(SliceDataset(tiny_cache, "train", batch_size=16, slice_step=4), epochs=1, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
-    model3d = keras.Sequential([keras.Input((16, 16, 8, 1)), keras.layers.Conv3D(1, 3, padding="same")])
-    model3d.compile(optimizer="sgd", loss="mse")
-    model3d.fit(PatchDataset(tiny_cache, "train", patch_shape=(16, 16, 8), batch_size=2), epochs=1, verbose=0)
-
-
 def test_synthetic_cache_fixture(cache_dir):
     manifest = load_manifest(cache_dir)
     split = load_split(cache_dir)
@@ -173,3 +100,11 @@ def test_ensure_course_data_generates_once(tmp_path, monkeypatch, tiny_case_writ
     (cache / "split.json").unlink()  # an interrupted earlier run is completed, not redone
     assert ensure_course_data(profile, workers=1) == cache and (cache / "split.json").is_file()
     assert data.data_root() == tmp_path
+
+
+def test_numpy_readers_import_without_a_deep_learning_backend():
+    # The library's light-import promise (CONTRIBUTING.md): reading a case never starts Keras.
+    code = ("import sys; from tutorial_lib import baseline, data, metrics, postprocess; "
+            "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -116,31 +116,6 @@ def test_hausdorff95_rejects_bad_spacing(spacing):
         metrics.hausdorff95(np.ones((2, 2, 2)), np.ones((2, 2, 2)), spacing=spacing)
 
 
-def test_dice_metric_matches_numpy_per_sample_mean():
-    rng = np.random.default_rng(0)
-    # shape: (batch=3, x=4, y=4, z=2, channels=1); the third sample is empty in both
-    truth = (rng.random((3, 4, 4, 2, 1)) > 0.6).astype("float32")
-    prediction = rng.random((3, 4, 4, 2, 1)).astype("float32")
-    truth[2], prediction[2] = 0.0, 0.1
-    expected = np.mean([metrics.dice_coefficient(p, t) for p, t in zip(prediction, truth)])
-    metric = metrics.DiceMetric()
-    metric.update_state(truth[:2], prediction[:2])  # two batches give the same mean as one
-    metric.update_state(truth[2:], prediction[2:])
-    assert float(metric.result()) == pytest.approx(expected, abs=1e-6)
-    assert metric.name == "dice"
-    metric.reset_state()
-    assert float(metric.result()) == 0.0
-
-
-def test_dice_metric_sample_weight():
-    # shape: (batch=2, voxels=2, channels=1); Dice 1.0 and 0.0, weights 3 and 1
-    truth = np.array([[[1.0], [0.0]], [[1.0], [0.0]]], "float32")
-    prediction = np.array([[[0.9], [0.1]], [[0.1], [0.1]]], "float32")
-    metric = metrics.DiceMetric()
-    metric.update_state(truth, prediction, sample_weight=np.array([3.0, 1.0]))
-    assert float(metric.result()) == pytest.approx(0.75)
-
-
 def test_case_table():
     # shape: (4, 4, 4) two cases in BraTS labels
     truth = np.zeros((4, 4, 4), np.uint8)

@@ -12,14 +12,14 @@ Volumes are ``(x, y, z)`` arrays; FLAIR is expected z-scored inside the brain
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from tutorial_lib.config import BRATS
+from tutorial_lib.data import load_brain, load_case, load_split, resolve_case_ids
+from tutorial_lib.metrics import dice_coefficient
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -204,9 +204,6 @@ def flair_threshold_dice(
     ValueError
         If shapes differ or a mask is not boolean.
     """
-    # Imported here: metrics loads Keras, which the threshold fit itself never needs.
-    from tutorial_lib.metrics import dice_coefficient
-
     _check_case(flair, mask, brain, 0)
     prediction = (np.asarray(flair) > threshold) & brain
     return dice_coefficient(prediction, np.asarray(mask))
@@ -240,27 +237,12 @@ def leave_one_out_dice(
     return table[np.arange(len(table)), best], np.asarray(thresholds)[best]
 
 
-def _load_cached(cache_dir: Path, case_id: str, flair_channel: int):
-    folder = cache_dir / "cases" / case_id
-    paths = {name: folder / f"{name}.npy" for name in ("image", "label", "brain")}
-    for name, path in paths.items():
-        if not path.is_file():
-            raise ValueError(f"{path}: missing ({name} of case {case_id!r} in the cache)")
-    image = np.load(paths["image"], mmap_mode="r")
-    label = np.load(paths["label"], mmap_mode="r")
-    brain = np.load(paths["brain"], mmap_mode="r")
-    flair = np.asarray(image[..., flair_channel], dtype=np.float32)
-    whole = np.isin(label, BRATS.regions["WT"])
-    return flair, whole, np.asarray(brain, dtype=bool)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not found; is this a prepared cache folder?") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error})") from None
+def _load_cached(cache_dir: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FLAIR ``(x, y, z)`` float32, whole-tumour mask and brain mask of one cached case."""
+    flair, whole = load_case(cache_dir, case_id, modalities="flair", target="wt")
+    if whole is None:
+        raise ValueError(f"{cache_dir / 'cases' / case_id}: case has no label; the baseline needs labelled cases")
+    return flair[..., 0], whole[..., 0] > 0.5, np.asarray(load_brain(cache_dir, case_id), dtype=bool)
 
 
 def threshold_baseline_from_cache(
@@ -288,8 +270,10 @@ def threshold_baseline_from_cache(
 
     Raises
     ------
+    FileNotFoundError
+        If the cache has no ``split.json`` or ``manifest.json`` (the message names the file).
     ValueError
-        If a file is missing or unreadable, or a case list is empty.
+        If a case list is empty, names a case the cache does not hold, or a case has no label.
 
     Examples
     --------
@@ -297,19 +281,16 @@ def threshold_baseline_from_cache(
     0.58
     """
     cache_dir = Path(cache_dir)
-    manifest = _read_json(cache_dir / "manifest.json")
-    if train_ids is None or test_ids is None:
-        split = _read_json(cache_dir / "split.json")
-        train_ids = split.get("train", []) + split.get("val", []) if train_ids is None else train_ids
-        test_ids = split.get("test", []) if test_ids is None else test_ids
-    train_ids, test_ids = list(train_ids), list(test_ids)
+    split = load_split(cache_dir) if train_ids is None or test_ids is None else {}
+    train_ids = list(train_ids) if train_ids is not None else split["train"] + split["val"]
+    test_ids = list(test_ids) if test_ids is not None else split["test"]
     if not train_ids or not test_ids:
         raise ValueError(f"{cache_dir}: need training and test cases, got {len(train_ids)} and {len(test_ids)}")
-    channel = list(manifest.get("modalities", BRATS.modalities)).index("flair")
-    train = [_load_cached(cache_dir, case_id, channel) for case_id in train_ids]
+    train_ids, test_ids = resolve_case_ids(cache_dir, train_ids), resolve_case_ids(cache_dir, test_ids)
+    train = [_load_cached(cache_dir, case_id) for case_id in train_ids]
     threshold = fit_flair_threshold(*zip(*train))
     per_case = {
-        case_id: flair_threshold_dice(*_load_cached(cache_dir, case_id, channel), threshold)
+        case_id: flair_threshold_dice(*_load_cached(cache_dir, case_id), threshold)
         for case_id in test_ids
     }
     return {

@@ -1,4 +1,4 @@
-"""Readers over the prepared cache, and the course's one-call data set-up.
+"""NumPy readers over the prepared cache, and the course's one-call data set-up.
 
 The cache (written by :mod:`tutorial_lib.ingest`, layout in ``CONTRIBUTING.md``)
 holds per case ``image.npy`` ``(x, y, z, 4)`` float16, ``label.npy`` ``(x, y, z)``
@@ -6,33 +6,23 @@ uint8 BraTS labels and ``brain.npy`` ``(x, y, z)`` bool. Arrays are opened with
 ``np.load(mmap_mode="r")``, so a reader touches only the voxels it returns and
 never unpickles anything.
 
-Everything returned is float32 and channels-last:
+:func:`load_case` returns float32, channels-last arrays: image ``(x, y, z, C)``
+and target ``(x, y, z, K)``, where ``C`` is the number of selected modalities
+(FLAIR only, the paper's choice, by default) and ``K`` is 1 for ``target="wt"``
+(whole tumour) or 3 for ``target="regions"`` (WT, TC, ET).
 
-* :func:`load_case` -> image ``(x, y, z, C)`` and target ``(x, y, z, K)``;
-* :class:`VolumeDataset` -> batches ``(b, x, y, z, C)`` and ``(b, x, y, z, K)``;
-* :class:`SliceDataset` -> axial slices ``(b, x, y, C)`` and ``(b, x, y, K)``;
-* :class:`PatchDataset` -> random patches ``(b, px, py, pz, C)`` and ``(b, px, py, pz, K)``.
-
-``C`` is the number of selected modalities (FLAIR only, the paper's choice, by
-default). ``K`` is 1 for ``target="wt"`` (whole tumour) and 3 for
-``target="regions"`` (WT, TC, ET, the BraTS evaluation regions).
-
-The readers are ``keras.utils.PyDataset`` subclasses, so ``model.fit`` takes
-them on every Keras backend; extra keyword arguments (``workers``,
-``use_multiprocessing``, ``max_queue_size``) go to ``PyDataset``. Shuffling and
-random patches depend only on ``seed``, the epoch and the batch index, so runs
-repeat exactly whatever the number of workers.
+This module needs only NumPy: importing it starts no deep-learning backend.
+The Keras readers that batch the cache for ``model.fit`` live in
+:mod:`tutorial_lib.datasets`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import keras
 import numpy as np
 
 from tutorial_lib.config import BRATS, get_profile
@@ -44,11 +34,9 @@ __all__ = [
     "resolve_case_ids",
     "load_case",
     "load_brain",
+    "open_array",
     "labels_to_target",
     "modality_indices",
-    "VolumeDataset",
-    "SliceDataset",
-    "PatchDataset",
     "data_root",
     "ensure_course_data",
 ]
@@ -174,8 +162,9 @@ def labels_to_target(label: np.ndarray, target: str = "wt") -> np.ndarray:
     return lookup[label]
 
 
-def _open(cache_dir: Path, case_id: str, name: str) -> np.ndarray:
-    return np.load(cache_dir / "cases" / case_id / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+def open_array(cache_dir: str | os.PathLike[str], case_id: str, name: str) -> np.ndarray:
+    """Memory-map ``<cache>/cases/<case_id>/<name>.npy`` (``image``, ``label`` or ``brain``) read-only."""
+    return np.load(Path(cache_dir) / "cases" / case_id / f"{name}.npy", mmap_mode="r", allow_pickle=False)
 
 
 def load_case(
@@ -219,275 +208,16 @@ def load_case(
         raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}, 'labels' or None")
     if not (cache_dir / "cases" / case_id / "case.json").is_file():
         raise FileNotFoundError(f"{cache_dir / 'cases' / case_id}: case not in the cache")
-    image = np.asarray(_open(cache_dir, case_id, "image")[..., channels], dtype=np.float32)
+    image = np.asarray(open_array(cache_dir, case_id, "image")[..., channels], dtype=np.float32)
     if target is None or not (cache_dir / "cases" / case_id / "label.npy").is_file():
         return image, None
-    label = np.asarray(_open(cache_dir, case_id, "label"))
+    label = np.asarray(open_array(cache_dir, case_id, "label"))
     return image, label if target == "labels" else labels_to_target(label, target)
 
 
 def load_brain(cache_dir: str | os.PathLike[str], case_id: str) -> np.ndarray:
     """Boolean brain mask ``(x, y, z)`` of a cached case."""
-    return np.asarray(_open(Path(cache_dir), case_id, "brain"))
-
-
-class _CacheDataset(keras.utils.PyDataset):
-    """Shared batching, shuffling and reading for the three readers."""
-
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike[str],
-        case_ids: str | Sequence[str],
-        *,
-        modalities: str | Sequence[str],
-        target: str | None,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if target is not None and target not in TARGETS:
-            raise ValueError(f"unknown target {target!r}; choose one of {sorted(TARGETS)}")
-        self.cache_dir = Path(cache_dir)
-        self.case_ids = resolve_case_ids(cache_dir, case_ids)
-        self.channels = modality_indices(modalities)
-        self.target, self.batch_size, self.shuffle, self.seed = target, batch_size, shuffle, seed
-        manifest = load_manifest(cache_dir)
-        self.grid = tuple(manifest["shape"])
-        self.cases = {case_id: manifest["cases"][case_id] for case_id in self.case_ids}
-        if target is not None:
-            unlabelled = [case_id for case_id, meta in self.cases.items() if not meta["labelled"]]
-            if unlabelled:
-                raise ValueError(f"cases without labels need target=None: {unlabelled[:5]}")
-        self.epoch = 0
-        self.items = self._items()
-        self._order = self._permutation()
-
-    def _items(self) -> list[Any]:
-        return list(self.case_ids)
-
-    def _permutation(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.items))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.items))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.items) / self.batch_size)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._permutation()
-
-    def _batch_items(self, index: int) -> list[Any]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} out of range for {len(self)} batches")
-        positions = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return [self.items[position] for position in positions]
-
-    def _image(self, case_id: str) -> np.ndarray:
-        return _open(self.cache_dir, case_id, "image")
-
-    def _pair(self, images: list[np.ndarray], labels: list[np.ndarray]) -> Any:
-        x = np.stack([np.asarray(image[..., self.channels], np.float32) for image in images])
-        return x if self.target is None else (x, labels_to_target(np.stack(labels), self.target))
-
-
-class VolumeDataset(_CacheDataset):
-    """Whole cached volumes: ``x`` ``(b, x, y, z, C)``, ``y`` ``(b, x, y, z, K)`` float32.
-
-    Parameters
-    ----------
-    cache_dir : path
-        Prepared cache.
-    case_ids : str or sequence of str, optional
-        A split name (``"train"``, ``"val"``, ``"test"``, ``"unlabelled"``) or a list of ids.
-    modalities : str or sequence of str, optional
-        Names from ``BRATS.modalities`` or ``"all"``; FLAIR only by default.
-    target : {"wt", "regions", None}, optional
-        Whole tumour (K=1), three regions (K=3), or None to yield ``x`` only (inference).
-    batch_size : int, optional
-        Volumes per batch (the last batch may be smaller).
-    shuffle : bool, optional
-        Reshuffle the cases every epoch.
-    seed : int, optional
-        Seed of the shuffling.
-    **kwargs
-        Passed to ``keras.utils.PyDataset`` (``workers``, ``use_multiprocessing``).
-
-    Examples
-    --------
-    >>> train = VolumeDataset(cache, "train", batch_size=2, shuffle=True)  # doctest: +SKIP
-    >>> x, y = train[0]; x.shape, y.shape  # doctest: +SKIP
-    ((2, 48, 48, 40, 1), (2, 48, 48, 40, 1))
-    """
-
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike[str],
-        case_ids: str | Sequence[str] = "train",
-        *,
-        modalities: str | Sequence[str] = ("flair",),
-        target: str | None = "wt",
-        batch_size: int = 1,
-        shuffle: bool = False,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(cache_dir, case_ids, modalities=modalities, target=target,
-                         batch_size=batch_size, shuffle=shuffle, seed=seed, **kwargs)
-
-    def __getitem__(self, index: int) -> Any:
-        ids = self._batch_items(index)
-        labels = [] if self.target is None else [_open(self.cache_dir, i, "label") for i in ids]
-        return self._pair([self._image(case_id) for case_id in ids], labels)
-
-
-class SliceDataset(_CacheDataset):
-    """Axial slices: ``x`` ``(b, x, y, C)``, ``y`` ``(b, x, y, K)`` float32.
-
-    Parameters
-    ----------
-    cache_dir, case_ids, modalities, target, batch_size, shuffle, seed, **kwargs
-        As for :class:`VolumeDataset` (``target`` may not be None).
-    slice_step : int, optional
-        Keep every ``slice_step``-th slice (sub-sampling along z).
-    brain_only : bool, optional
-        Skip slices without any brain voxel (padding, skull cap).
-    oversample_tumour : int, optional
-        How many times each kept slice containing tumour appears per epoch;
-        2 or more counters the rarity of tumour slices.
-
-    Examples
-    --------
-    >>> slices = SliceDataset(cache, "train", batch_size=8, oversample_tumour=2)  # doctest: +SKIP
-    >>> slices[0][0].shape  # doctest: +SKIP
-    (8, 48, 48, 1)
-    """
-
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike[str],
-        case_ids: str | Sequence[str] = "train",
-        *,
-        modalities: str | Sequence[str] = ("flair",),
-        target: str = "wt",
-        batch_size: int = 8,
-        shuffle: bool = False,
-        seed: int = 0,
-        slice_step: int = 1,
-        brain_only: bool = True,
-        oversample_tumour: int = 1,
-        **kwargs: Any,
-    ) -> None:
-        for name, value in (("slice_step", slice_step), ("oversample_tumour", oversample_tumour)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if target is None:
-            raise ValueError("SliceDataset needs a target ('wt' or 'regions')")
-        self.slice_step, self.brain_only, self.oversample_tumour = slice_step, brain_only, oversample_tumour
-        super().__init__(cache_dir, case_ids, modalities=modalities, target=target,
-                         batch_size=batch_size, shuffle=shuffle, seed=seed, **kwargs)
-
-    def _items(self) -> list[tuple[str, int]]:
-        items = []
-        for case_id, meta in self.cases.items():
-            depth = meta["shape"][2]
-            kept = meta["brain_slices"] if self.brain_only else range(depth)
-            tumour = set(meta["tumour_slices"])
-            for z in kept:
-                if z % self.slice_step == 0:
-                    items += [(case_id, z)] * (self.oversample_tumour if z in tumour else 1)
-        if not items:
-            raise ValueError(f"{self.cache_dir}: no slices selected for {self.case_ids[:5]}")
-        return items
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        items = self._batch_items(index)
-        images = [self._image(case_id)[:, :, z] for case_id, z in items]
-        labels = [_open(self.cache_dir, case_id, "label")[:, :, z] for case_id, z in items]
-        return self._pair(images, labels)
-
-
-class PatchDataset(_CacheDataset):
-    """Random 3D patches: ``x`` ``(b, px, py, pz, C)``, ``y`` ``(b, px, py, pz, K)`` float32.
-
-    A fraction of the patches is centred on a random tumour voxel, the rest on
-    a random brain voxel; the window is then shifted to lie inside the volume.
-    Patch positions depend only on ``seed``, the epoch and the batch index.
-
-    Parameters
-    ----------
-    cache_dir, case_ids, modalities, target, batch_size, shuffle, seed, **kwargs
-        As for :class:`VolumeDataset` (``target`` may not be None).
-    patch_shape : tuple of int, optional
-        ``(px, py, pz)``, at most the cache grid.
-    patches_per_case : int, optional
-        Patches drawn from each case per epoch.
-    tumour_fraction : float, optional
-        Probability that a patch is centred on tumour (cases without tumour
-        always use a brain voxel).
-
-    Examples
-    --------
-    >>> patches = PatchDataset(cache, "train", patch_shape=(32, 32, 32), batch_size=4)  # doctest: +SKIP
-    >>> patches[0][1].shape  # doctest: +SKIP
-    (4, 32, 32, 32, 1)
-    """
-
-    def __init__(
-        self,
-        cache_dir: str | os.PathLike[str],
-        case_ids: str | Sequence[str] = "train",
-        *,
-        patch_shape: Sequence[int] = (32, 32, 32),
-        patches_per_case: int = 1,
-        tumour_fraction: float = 0.5,
-        modalities: str | Sequence[str] = ("flair",),
-        target: str = "wt",
-        batch_size: int = 2,
-        shuffle: bool = False,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        if not isinstance(patches_per_case, int) or patches_per_case < 1:
-            raise ValueError(f"patches_per_case must be a positive integer, got {patches_per_case!r}")
-        if not 0.0 <= tumour_fraction <= 1.0:
-            raise ValueError(f"tumour_fraction must lie in [0, 1], got {tumour_fraction}")
-        if target is None:
-            raise ValueError("PatchDataset needs a target ('wt' or 'regions')")
-        self.patch_shape = tuple(int(n) for n in patch_shape)
-        self.patches_per_case, self.tumour_fraction = patches_per_case, tumour_fraction
-        super().__init__(cache_dir, case_ids, modalities=modalities, target=target,
-                         batch_size=batch_size, shuffle=shuffle, seed=seed, **kwargs)
-        if len(self.patch_shape) != 3 or any(p < 1 or p > g for p, g in zip(self.patch_shape, self.grid)):
-            raise ValueError(
-                f"patch_shape must be 3 positive sizes within the grid {self.grid}, got {patch_shape}"
-            )
-
-    def _items(self) -> list[str]:
-        return [case_id for case_id in self.case_ids for _ in range(self.patches_per_case)]
-
-    def _corner(self, rng: np.random.Generator, case_id: str, label: np.ndarray) -> np.ndarray:
-        candidates = np.flatnonzero(label) if rng.random() < self.tumour_fraction else np.empty(0)
-        if candidates.size == 0:
-            candidates = np.flatnonzero(_open(self.cache_dir, case_id, "brain"))
-        grid, patch = np.array(label.shape), np.array(self.patch_shape)
-        centre = np.array(np.unravel_index(rng.choice(candidates), label.shape))
-        return np.clip(centre - patch // 2, 0, grid - patch)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for slot, case_id in enumerate(self._batch_items(index)):
-            rng = np.random.default_rng([self.seed, self.epoch, index, slot])
-            label = _open(self.cache_dir, case_id, "label")
-            start = self._corner(rng, case_id, np.asarray(label))
-            window = tuple(slice(s, s + p) for s, p in zip(start, self.patch_shape))
-            images.append(self._image(case_id)[window])
-            labels.append(label[window])
-        return self._pair(images, labels)
+    return np.asarray(open_array(Path(cache_dir), case_id, "brain"))
 
 
 def data_root() -> Path:

@@ -1,8 +1,7 @@
 """Import a BraTS download (folder or archive) into the memory-mappable cache.
 
 The source layouts (BraTS 2017-2021, BraTS 2023+, MSD Task01), safe archive
-extraction and per-case validation live in :mod:`tutorial_lib.sources`; their
-public names are re-exported here.
+extraction and per-case validation live in :mod:`tutorial_lib.sources`.
 
 Each case is validated, cropped, normalised and optionally down-sampled:
 
@@ -45,28 +44,10 @@ from tqdm.auto import tqdm
 
 from tutorial_lib._files import atomic_dir, write_json_atomic
 from tutorial_lib.config import BRATS
-from tutorial_lib.sources import (
-    LAYOUTS,
-    CaseError,
-    CaseSource,
-    Layout,
-    detect_layout,
-    extract_archive,
-    find_cases,
-    read_case,
-    read_nifti,
-)
+from tutorial_lib.sources import CaseError, CaseSource, detect_layout, extract_archive, find_cases, read_case
 
 __all__ = [
-    "Layout",
-    "LAYOUTS",
-    "CaseSource",
-    "CaseError",
     "PrepareReport",
-    "detect_layout",
-    "find_cases",
-    "extract_archive",
-    "read_nifti",
     "crop_box",
     "downsample_image",
     "downsample_mask",
@@ -501,7 +482,7 @@ def prepare_dataset(
     Parameters
     ----------
     src : path
-        Folder or .zip/.tar[.gz] archive in one of :data:`LAYOUTS`.
+        Folder or .zip/.tar[.gz] archive in one of :data:`tutorial_lib.sources.LAYOUTS`.
     out_dir : path
         Cache folder (see ``CONTRIBUTING.md`` for its layout).
     downsample : int, optional

@@ -1,8 +1,8 @@
 """Segmentation metrics: Dice, Hausdorff-95, sensitivity, specificity, per-case tables.
 
-NumPy functions evaluate finished segmentations (one case at a time, no batch
-axis, e.g. ``(x, y, z)``); :class:`DiceMetric` follows training inside Keras
-and uses ``keras.ops`` only.
+These NumPy functions evaluate finished segmentations (one case at a time, no
+batch axis, e.g. ``(x, y, z)``) and import no deep-learning backend; the Dice
+that Keras follows during training is :class:`tutorial_lib.training.DiceMetric`.
 
 Empty-mask conventions follow the official BraTS evaluation:
 
@@ -19,20 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import keras
 import numpy as np
 import pandas as pd
-from keras import ops
 from scipy import ndimage
 
 from tutorial_lib.config import BRATS
 
-# Floor of DiceMetric's sample count, so result() is 0 rather than 0/0 before any update.
-_TINY_COUNT = 1e-7
-
 __all__ = [
     "dice_coefficient",
-    "DiceMetric",
     "region_masks",
     "region_dice",
     "hausdorff95",
@@ -331,66 +325,3 @@ def _case_row(
         row.update({f"{metric}_{r}": function(predicted[r], true[r]) for r in regions})
     row.update({f"hd95_{r}": hausdorff95(predicted[r], true[r], spacing=spacing) for r in regions})
     return row
-
-
-@keras.saving.register_keras_serializable(package="tutorial_lib")
-class DiceMetric(keras.metrics.Metric):
-    """Mean per-sample Dice of binarised predictions, accumulated over an epoch.
-
-    Each sample of a batch ``(batch, ..., channels)`` is binarised at
-    ``threshold`` (prediction) and 0.5 (truth); its Dice counts all voxels and
-    channels, with 1.0 when both are empty. The metric is the (optionally
-    ``sample_weight``-weighted) mean over every sample seen since the last
-    ``reset_state``, so it does not depend on how samples were batched.
-    Computed in float32 with ``keras.ops`` only.
-
-    Parameters
-    ----------
-    threshold : float, optional
-        Predictions ``> threshold`` count as foreground.
-    name : str, optional
-        Name in training logs (``"dice"``, so Keras logs ``val_dice``).
-    dtype : str, optional
-        Dtype of the state variables.
-
-    Examples
-    --------
-    >>> metric = DiceMetric()
-    >>> metric.update_state(np.ones((2, 4, 1)), np.array([[0.9] * 4, [0.9, 0.9, 0.1, 0.1]])[..., None])
-    >>> round(float(metric.result()), 4)  # mean of 1.0 and 2*2/(4+2)
-    0.8333
-    """
-
-    def __init__(self, threshold: float = 0.5, name: str = "dice", dtype: str = "float32") -> None:
-        super().__init__(name=name, dtype=dtype)
-        self.threshold = float(threshold)
-        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float32")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count", dtype="float32")
-
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        """Add the Dice of every sample in the batch ``(batch, ..., channels)``."""
-        pred = ops.cast(ops.greater(ops.cast(y_pred, "float32"), self.threshold), "float32")
-        true = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
-        pred = ops.reshape(pred, (ops.shape(pred)[0], -1))
-        true = ops.reshape(true, (ops.shape(true)[0], -1))
-        overlap = ops.sum(pred * true, axis=1)
-        sizes = ops.sum(pred, axis=1) + ops.sum(true, axis=1)
-        # Counts are whole numbers, so max(sizes, 1) only changes the both-empty case.
-        dice = ops.where(sizes > 0, 2.0 * overlap / ops.maximum(sizes, 1.0), 1.0)
-        weight = ops.ones_like(dice) if sample_weight is None else ops.reshape(
-            ops.cast(sample_weight, "float32"), ops.shape(dice))
-        self.total.assign_add(ops.sum(dice * weight))
-        self.count.assign_add(ops.sum(weight))
-
-    def result(self) -> Any:
-        """The weighted mean Dice so far (0 before any sample)."""
-        return self.total / ops.maximum(self.count, _TINY_COUNT)
-
-    def reset_state(self) -> None:
-        """Forget all samples."""
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
-    def get_config(self) -> dict[str, Any]:
-        """Serialisable settings."""
-        return {**super().get_config(), "threshold": self.threshold}

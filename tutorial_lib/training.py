@@ -1,7 +1,7 @@
 """One training entry point that checkpoints, resumes, logs and fails loudly.
 
 :func:`train` compiles a model with a loss from :mod:`tutorial_lib.losses`
-and :class:`tutorial_lib.metrics.DiceMetric`, then fits it while
+and :class:`DiceMetric`, then fits it while
 
 * keeping the best model by validation Dice in ``out_dir/best.keras``,
 * backing up every epoch to ``out_dir/backup`` so that an interrupted run
@@ -37,16 +37,19 @@ from typing import Any, Callable, Iterator, Sequence
 import keras
 import numpy as np
 import pandas as pd
+from keras import ops
 
 from tutorial_lib import losses as losses_module
-from tutorial_lib import metrics as metrics_module
 from tutorial_lib._files import atomic_path, write_json_atomic
 
 __all__ = [
+    "DiceMetric",
     "NonFiniteLossError",
+    "gpu_available",
     "precision_scope",
     "distribution_scope",
     "load_history",
+    "load_best",
     "train",
 ]
 
@@ -56,6 +59,73 @@ BEST_FILE = "best.keras"
 FINAL_WEIGHTS_FILE = "final.weights.h5"
 DONE_FILE = "done.json"
 BACKUP_DIR = "backup"
+
+
+# Floor of DiceMetric's sample count, so result() is 0 rather than 0/0 before any update.
+_TINY_COUNT = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="tutorial_lib")
+class DiceMetric(keras.metrics.Metric):
+    """Mean per-sample Dice of binarised predictions, accumulated over an epoch.
+
+    Each sample of a batch ``(batch, ..., channels)`` is binarised at
+    ``threshold`` (prediction) and 0.5 (truth); its Dice counts all voxels and
+    channels, with 1.0 when both are empty. The metric is the (optionally
+    ``sample_weight``-weighted) mean over every sample seen since the last
+    ``reset_state``, so it does not depend on how samples were batched.
+    Computed in float32 with ``keras.ops`` only.
+
+    Parameters
+    ----------
+    threshold : float, optional
+        Predictions ``> threshold`` count as foreground.
+    name : str, optional
+        Name in training logs (``"dice"``, so Keras logs ``val_dice``).
+    dtype : str, optional
+        Dtype of the state variables.
+
+    Examples
+    --------
+    >>> metric = DiceMetric()
+    >>> metric.update_state(np.ones((2, 4, 1)), np.array([[0.9] * 4, [0.9, 0.9, 0.1, 0.1]])[..., None])
+    >>> round(float(metric.result()), 4)  # mean of 1.0 and 2*2/(4+2)
+    0.8333
+    """
+
+    def __init__(self, threshold: float = 0.5, name: str = "dice", dtype: str = "float32") -> None:
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = float(threshold)
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total", dtype="float32")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count", dtype="float32")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        """Add the Dice of every sample in the batch ``(batch, ..., channels)``."""
+        pred = ops.cast(ops.greater(ops.cast(y_pred, "float32"), self.threshold), "float32")
+        true = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
+        pred = ops.reshape(pred, (ops.shape(pred)[0], -1))
+        true = ops.reshape(true, (ops.shape(true)[0], -1))
+        overlap = ops.sum(pred * true, axis=1)
+        sizes = ops.sum(pred, axis=1) + ops.sum(true, axis=1)
+        # Counts are whole numbers, so max(sizes, 1) only changes the both-empty case.
+        dice = ops.where(sizes > 0, 2.0 * overlap / ops.maximum(sizes, 1.0), 1.0)
+        weight = ops.ones_like(dice) if sample_weight is None else ops.reshape(
+            ops.cast(sample_weight, "float32"), ops.shape(dice))
+        self.total.assign_add(ops.sum(dice * weight))
+        self.count.assign_add(ops.sum(weight))
+
+    def result(self) -> Any:
+        """The weighted mean Dice so far (0 before any sample)."""
+        return self.total / ops.maximum(self.count, _TINY_COUNT)
+
+    def reset_state(self) -> None:
+        """Forget all samples."""
+        self.total.assign(0.0)
+        self.count.assign(0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        """Serialisable settings."""
+        return {**super().get_config(), "threshold": self.threshold}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -68,6 +138,31 @@ def _policy_name(mixed_precision: str | None) -> str:
             f"mixed_precision must be None, 'bfloat16' or 'float16', got {mixed_precision!r}"
         )
     return _POLICIES[mixed_precision]
+
+
+def gpu_available() -> bool:
+    """Whether the active Keras backend (TensorFlow, JAX or PyTorch) sees a GPU.
+
+    Chapter 03 uses it to switch mixed precision on, and the benchmarks to
+    choose their volume size.
+
+    Examples
+    --------
+    >>> isinstance(gpu_available(), bool)
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 @contextlib.contextmanager
@@ -206,6 +301,29 @@ def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
     frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
     # CSVLogger adds empty val_* columns to runs without validation data.
     return frame.set_index("epoch").dropna(axis="columns", how="all")
+
+
+def load_best(out_dir: str | os.PathLike) -> keras.Model:
+    """The model of the best epoch of a run (``out_dir/best.keras``), ready to predict.
+
+    Parameters
+    ----------
+    out_dir : path
+        The ``out_dir`` given to :func:`train`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run has not finished an epoch yet.
+
+    Examples
+    --------
+    >>> model = load_best("runs/ch03-0a1b2c3d4e5f6a7b")  # doctest: +SKIP
+    """
+    path = Path(out_dir) / BEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run in {out_dir} has not kept a best epoch yet")
+    return keras.saving.load_model(path)
 
 
 def _history_from_csv(out_dir: Path, model: keras.Model) -> keras.callbacks.History:
@@ -429,7 +547,7 @@ def train(
     model.compile(
         optimizer=optimizer_object,
         loss=loss_function,
-        metrics=[metrics_module.DiceMetric(name="dice")],
+        metrics=[DiceMetric(name="dice")],
         jit_compile=jit_compile,
     )
     if _prepare_out_dir(out_path, epochs, overwrite):
