@@ -1,14 +1,14 @@
-"""Tests for tutorial_lib.experiments: hashing, cached grids, stored histories."""
+"""Tests for tutorial_lib.experiments: hashing, run folders, the one run cache and grids on it."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tutorial_lib.experiments import config_hash, history_to_dict, load_history, load_record, run_grid
+from tutorial_lib import experiments
+from tutorial_lib.experiments import RECORD_FILE, cached_run, config_hash, data_id, load_record, run_dir, run_grid
 
 
 @pytest.mark.parametrize(
@@ -34,60 +34,101 @@ def test_config_hash_rejects_non_json_values():
 
 
 class CountingRun:
-    """run_fn that records its calls and returns a made-up history."""
+    """run_fn that records its calls and writes a file into its run folder."""
 
     def __init__(self):
         self.calls = []
 
-    def __call__(self, config):
+    def __call__(self, config, folder):
         self.calls.append(dict(config))
-        losses = [1.0 / (epoch + config["x"]) for epoch in range(3)]
-        return {"score": config["x"] ** 2, "history": {"loss": losses}}
+        (folder / "weights.txt").write_text("trained")
+        return {"score": config["x"] ** 2}
+
+
+def grid_configs():
+    return [{"run": "demo", "x": 1, "filters": [8, 16]}, {"run": "demo", "x": 2, "filters": [8, 16]}]
+
+
+def test_run_dir_names_the_kind_and_hashes_every_setting(tmp_path):
+    config = {"run": "unet3d", "epochs": 2}
+    assert run_dir(config, root=tmp_path) == tmp_path / f"unet3d-{config_hash(config)}"
+    assert run_dir({**config, "epochs": 3}, root=tmp_path) != run_dir(config, root=tmp_path)
+    for bad in ({"epochs": 2}, {"run": "../up"}, {"run": "Has Space"}):
+        with pytest.raises(ValueError, match="'run' name"):
+            run_dir(bad, root=tmp_path)
+
+
+def test_run_root_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("BRATS_COURSE_RUNS", raising=False)
+    monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path / "data"))
+    assert experiments.run_root() == tmp_path / "data" / "runs"
+    monkeypatch.setenv("BRATS_COURSE_RUNS", str(tmp_path / "elsewhere"))
+    assert experiments.run_root() == tmp_path / "elsewhere"
+    assert run_dir({"run": "demo"}).parent == tmp_path / "elsewhere"
+
+
+def test_data_id_tells_caches_with_one_name_apart(tmp_path):
+    first, second = tmp_path / "a" / "cache", tmp_path / "b" / "cache"
+    for folder, cases in ((first, {"x": {}}), (second, {"y": {}})):
+        folder.mkdir(parents=True)
+        (folder / "manifest.json").write_text(json.dumps({"version": 1, "cases": cases}))
+    assert data_id(first).startswith("cache-") and data_id(first) != data_id(second)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):
+        data_id(tmp_path)
+
+
+def test_cached_run_records_once_and_reads_back(tmp_path):
+    run = CountingRun()
+    config = {"run": "demo", "x": 3}
+    assert cached_run(config, run, root=tmp_path) == ({"config": config, "results": {"score": 9}}, False)
+    assert cached_run(config, run, root=tmp_path)[1] is True and len(run.calls) == 1
+    folder = run_dir(config, root=tmp_path)
+    assert json.loads((folder / RECORD_FILE).read_text())["results"] == {"score": 9}
+    assert load_record(config, root=tmp_path)["config"] == config
+
+
+def test_half_finished_run_is_handed_its_folder_again(tmp_path):
+    # A kill before the record is written leaves the folder; the next call resumes in it.
+    config = {"run": "demo", "x": 2}
+    folder = run_dir(config, root=tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "backup.txt").write_text("epoch 3")
+    seen = []
+    record, from_cache = cached_run(config, lambda c, f: seen.append(sorted(p.name for p in f.iterdir())) or {"s": 1},
+                                    root=tmp_path)
+    assert seen == [["backup.txt"]] and from_cache is False and record["results"] == {"s": 1}
+
+
+def test_force_starts_the_run_from_scratch(tmp_path):
+    run = CountingRun()
+    config = {"run": "demo", "x": 1}
+    cached_run(config, run, root=tmp_path)
+    (run_dir(config, root=tmp_path) / "stale.txt").write_text("old")
+    cached_run(config, run, root=tmp_path, force=True)
+    assert len(run.calls) == 2 and not (run_dir(config, root=tmp_path) / "stale.txt").exists()
 
 
 def test_run_grid_caches_results_and_does_not_rerun(tmp_path):
-    configs = [{"x": 1, "filters": [8, 16]}, {"x": 2, "filters": [8, 16]}]
     run = CountingRun()
-    first = run_grid(configs, run, cache_dir=tmp_path)
-    second = run_grid(configs, run, cache_dir=tmp_path)
-    # Two configs, run once each: the second grid is served from disk.
-    assert len(run.calls) == 2
+    first = run_grid(grid_configs(), run, root=tmp_path)
+    second = run_grid(grid_configs(), run, root=tmp_path)
+    assert len(run.calls) == 2  # two configurations, each run once
     assert first["score"].tolist() == [1, 4] == second["score"].tolist()
-    assert first["from_cache"].tolist() == [False, False]
-    assert second["from_cache"].tolist() == [True, True]
-    assert sorted(path.stem for path in tmp_path.glob("*.json")) == sorted(config_hash(c) for c in configs)
-    # Lists become tuples so the table can be grouped by them.
-    assert second["filters"].iloc[0] == (8, 16)
-    assert "history" not in second.columns
+    assert first["from_cache"].tolist() == [False, False] and second["from_cache"].tolist() == [True, True]
+    assert second["filters"].iloc[0] == (8, 16)  # lists become tuples so the table can be grouped
+    assert second["config_hash"].tolist() == [config_hash(c) for c in grid_configs()]
 
 
-def test_run_grid_only_runs_new_configs_and_force_reruns(tmp_path):
+def test_unreadable_record_is_rerun_with_warning(tmp_path):
     run = CountingRun()
-    run_grid([{"x": 1}], run, cache_dir=tmp_path)
-    table = run_grid([{"x": 1}, {"x": 3}], run, cache_dir=tmp_path)
-    assert [call["x"] for call in run.calls] == [1, 3]
-    assert table["from_cache"].tolist() == [True, False]
-    run_grid([{"x": 1}], run, cache_dir=tmp_path, force=True)
-    assert [call["x"] for call in run.calls] == [1, 3, 1]
-
-
-def test_history_is_stored_and_loaded_for_plotting(tmp_path):
-    run_grid([{"x": 2}], CountingRun(), cache_dir=tmp_path)
-    history = load_history({"x": 2}, cache_dir=tmp_path)
-    # shape: 3 epochs x 1 metric; loss = 1 / (epoch + 2)
-    assert history.shape == (3, 1)
-    np.testing.assert_allclose(history["loss"], [1 / 2, 1 / 3, 1 / 4])
-    record = load_record({"x": 2}, cache_dir=tmp_path)
-    assert record["config"] == {"x": 2} and record["results"] == {"score": 4}
-
-
-def test_unreadable_cache_file_is_rerun_with_warning(tmp_path):
-    run = CountingRun()
-    (tmp_path / f"{config_hash({'x': 1})}.json").write_text("{half written")
+    config = {"run": "demo", "x": 1}
+    folder = run_dir(config, root=tmp_path)
+    folder.mkdir(parents=True)
+    (folder / RECORD_FILE).write_text("{half written")
     with pytest.warns(UserWarning, match="unreadable"):
-        table = run_grid([{"x": 1}], run, cache_dir=tmp_path)
+        table = run_grid([config], run, root=tmp_path)
     assert len(run.calls) == 1 and table["score"].tolist() == [1]
-    assert json.loads((tmp_path / f"{config_hash({'x': 1})}.json").read_text())["results"] == {"score": 1}
+    assert json.loads((folder / RECORD_FILE).read_text())["results"] == {"score": 1}
 
 
 @pytest.mark.parametrize(
@@ -98,21 +139,8 @@ def test_unreadable_cache_file_is_rerun_with_warning(tmp_path):
         ({"model": object()}, "JSON"),
     ],
 )
-def test_run_grid_rejects_bad_results_without_writing(tmp_path, result, message):
+def test_run_grid_rejects_bad_results_without_recording(tmp_path, result, message):
+    config = {"run": "demo", "x": 1}
     with pytest.raises(ValueError, match=message):
-        run_grid([{"x": 1}], lambda config: result, cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_history_to_dict_accepts_frames_dicts_and_keras_like_objects():
-    frame = pd.DataFrame({"epoch": [0, 1], "loss": [0.5, 0.25]})
-
-    class FakeHistory:
-        history = {"loss": [np.float32(0.5), 0.25]}
-
-    expected = {"loss": [0.5, 0.25]}
-    assert history_to_dict(frame) == expected
-    assert history_to_dict(FakeHistory()) == expected
-    assert history_to_dict({"loss": (0.5, 0.25)}) == expected
-    with pytest.raises(ValueError, match="History"):
-        history_to_dict([0.5, 0.25])
+        run_grid([config], lambda config, folder: result, root=tmp_path)
+    assert load_record(config, root=tmp_path) is None

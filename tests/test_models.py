@@ -49,16 +49,17 @@ def test_paper_table1_layer_order_and_skip(small_table1):
 
 
 @pytest.mark.parametrize(
-    "builder, input_shape, num_classes, expected",
+    "input_shape, num_classes, expected, first_conv",
     [
-        (models.unet2d, (32, 32, 1), 1, (2, 32, 32, 1)),  # shape: (x, y, c) FLAIR only
-        (models.unet2d, (32, 16, 4), 3, (2, 32, 16, 3)),  # shape: 4 modalities -> WT/TC/ET
-        (models.unet3d, (16, 16, 8, 1), 1, (2, 16, 16, 8, 1)),  # shape: (x, y, z, c)
-        (models.unet3d, (16, 8, 8, 4), 3, (2, 16, 8, 8, 3)),
+        ((32, 32, 1), 1, (2, 32, 32, 1), "conv2d_1"),  # shape: (x, y, c) FLAIR only -> a 2D net
+        ((32, 16, 4), 3, (2, 32, 16, 3), "conv2d_1"),  # shape: 4 modalities -> WT/TC/ET
+        ((16, 16, 8, 1), 1, (2, 16, 16, 8, 1), "conv3d_1"),  # shape: (x, y, z, c) -> a 3D net
+        ((16, 8, 8, 4), 3, (2, 16, 8, 8, 3), "conv3d_1"),
     ],
 )
-def test_unet_output_shapes(builder, input_shape, num_classes, expected):
-    model = builder(input_shape, filters=(4, 8, 16), num_classes=num_classes)
+def test_unet_rank_comes_from_the_input_shape(input_shape, num_classes, expected, first_conv):
+    model = models.unet(input_shape, filters=(4, 8, 16), num_classes=num_classes)
+    assert model.name == f"unet{len(input_shape) - 1}d" and model.get_layer(first_conv)
     prediction = np.asarray(model(np.zeros((2, *input_shape), "float32")))
     assert prediction.shape == expected
     assert prediction.dtype == np.float32
@@ -66,7 +67,7 @@ def test_unet_output_shapes(builder, input_shape, num_classes, expected):
 
 
 def _param_count(**options):
-    return models.unet3d((16, 16, 16, 1), filters=(4, 8), **options).count_params()
+    return models.unet((16, 16, 16, 1), filters=(4, 8), **options).count_params()
 
 
 # Two levels, filters (4, 8), 1 input channel, 1 class; counts worked out by hand.
@@ -95,7 +96,7 @@ def test_unet_parameter_counts(options, expected):
 
 
 def test_skip_list_selects_levels():
-    model = models.unet2d((16, 16, 1), filters=(4, 8, 16), skips=[0])
+    model = models.unet((16, 16, 1), filters=(4, 8, 16), skips=[0])
     concatenated = [layer for layer in model.layers if layer.name.startswith("concatenate")]
     assert len(concatenated) == 1
     assert concatenated[0].output.shape == (None, 16, 16, 8)  # full resolution: 4 + 4 channels
@@ -105,8 +106,9 @@ def test_skip_list_selects_levels():
     "kwargs, message",
     [
         (dict(input_shape=(18, 16, 8, 1)), "divisible"),  # shape: 18 is not a multiple of 4
-        (dict(input_shape=(16, 16, 1)), "input_shape"),  # shape: 2D shape for a 3D net
         (dict(input_shape=(16, 16, 8, 1), kernel_size=4), "kernel_size"),
+        (dict(input_shape=(16, 16, 8, 8, 1)), "for 2D or"),  # shape: 4 spatial axes
+        (dict(input_shape=(16, 1)), "for 2D or"),  # shape: 1 spatial axis
         (dict(input_shape=(16, 16, 8, 1), kernel_size=0), "kernel_size"),
         (dict(input_shape=(16, 16, 8, 1), upsampling="bilinear"), "upsampling"),
         (dict(input_shape=(16, 16, 8, 1), activation="gelu"), "activation"),
@@ -117,18 +119,18 @@ def test_skip_list_selects_levels():
 )
 def test_unet_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        models.unet3d(filters=(4, 8, 16), **kwargs)
+        models.unet(filters=(4, 8, 16), **kwargs)
 
 
 def test_unspecified_spatial_size_is_allowed():
-    model = models.unet3d((None, None, None, 1), filters=(4, 8))
+    model = models.unet((None, None, None, 1), filters=(4, 8))
     assert np.asarray(model(np.zeros((1, 8, 4, 6, 1), "float32"))).shape == (1, 8, 4, 6, 1)
 
 
 def test_mixed_precision_output_is_float32():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = models.unet2d((8, 8, 1), filters=(4, 8))  # shape: (x, y, channels)
+        model = models.unet((8, 8, 1), filters=(4, 8))  # shape: (x, y, channels)
         hidden = model.get_layer("conv2d_1")
         prediction = model(np.zeros((1, 8, 8, 1), "float32"))
     finally:

@@ -106,3 +106,17 @@ def test_slice_viewer_widgets_can_be_built(volume):
 def test_static_environment_variable_forces_figures(volume, monkeypatch):
     monkeypatch.setenv(viz.STATIC_ENV, "1")
     assert isinstance(viz.slice_viewer(volume[0]), Figure)
+
+
+def test_history_to_dict_accepts_frames_dicts_and_keras_like_objects():
+    frame = pd.DataFrame({"epoch": [0, 1], "loss": [0.5, 0.25]})
+
+    class FakeHistory:
+        history = {"loss": [np.float32(0.5), 0.25]}
+
+    expected = {"loss": [0.5, 0.25]}
+    assert viz.history_to_dict(frame) == expected
+    assert viz.history_to_dict(FakeHistory()) == expected
+    assert viz.history_to_dict({"loss": (0.5, 0.25)}) == expected
+    with pytest.raises(ValueError, match="History"):
+        viz.history_to_dict([0.5, 0.25])

@@ -87,60 +87,77 @@ class BratsConvention:
 BRATS = BratsConvention()
 
 
-# Run profiles: one place that sizes every chapter. Notebooks take a
-# ``profile`` papermill parameter and may override any single key.
-PROFILES: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str, Any]]:
+    return MappingProxyType({name: MappingProxyType(dict(values)) for name, values in groups.items()})
+
+
+# Run profiles: the one place that sizes every chapter. Each profile has a
+# "data" group (read by every chapter) and one group per experiment; a chapter
+# reads ``get_profile(profile, "<group>")``, and its papermill parameters left
+# at None take these values. "patch_unet" is shared: chapter 06 trains that
+# network and chapter 07 reuses it.
+PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
     {
-        # 2-core CI machine: every chapter in a couple of minutes.
-        "ci": MappingProxyType(
-            dict(
-                n_cases=32,  # synthetic cases generated: 22 train / 5 val / 5 test
-                downsample=4,  # cache grid 48 x 48 x 40
-                epochs_2d=2,
-                epochs_3d=40,
-                filters=(8, 16, 32, 64),  # four levels -> divisible by 8
-                batch_size=2,
-                grid_epochs=2,  # per configuration in loss/ablation grids
-                max_cases=None,
-            )
+        # 2-core CI machine: every chapter in a few minutes.
+        "ci": _frozen(
+            {
+                "data": dict(n_cases=32, downsample=4),  # 22 train / 5 val / 5 test; grid 48 x 48 x 40
+                "baseline_2d": dict(epochs=2, batch_size=16, slice_step=2, base_filters=8, levels=3,
+                                    sweep_filters=(4, 8, 16), sweep_levels=(2, 4)),
+                "unet3d": dict(epochs=40, filters=(8, 16, 32, 64), batch_size=2),
+                "losses": dict(epochs=4, filters=(8, 16, 32), batch_size=16, slice_step=2),
+                # Patches: one whole-volume epoch of even a tiny 3D net is too slow on 2 cores.
+                "ablations": dict(epochs=2, filters=(4, 8, 16), wide_filters=(8, 16, 32),
+                                  patch_shape=(24, 24, 24), patches_per_case=2, batch_size=2,
+                                  modalities="all", seeds=3),
+                "patch_unet": dict(epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
+                                   patches_per_case=2, batch_size=2),
+            }
         ),
         # A laptop CPU: tens of minutes per chapter.
-        "laptop": MappingProxyType(
-            dict(
-                n_cases=40,
-                downsample=2,  # 96 x 96 x 80
-                epochs_2d=4,
-                epochs_3d=20,
-                filters=(16, 32, 64, 128, 256),
-                batch_size=1,
-                grid_epochs=5,
-                max_cases=None,
-            )
+        "laptop": _frozen(
+            {
+                "data": dict(n_cases=40, downsample=2),  # grid 96 x 96 x 80
+                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, base_filters=8, levels=3,
+                                    sweep_filters=(4, 8, 16), sweep_levels=(2, 4)),
+                "unet3d": dict(epochs=20, filters=(16, 32, 64, 128, 256), batch_size=1),
+                "losses": dict(epochs=5, filters=(16, 32, 64, 128), batch_size=16, slice_step=2),
+                "ablations": dict(epochs=5, filters=(8, 16, 32, 64), wide_filters=(16, 32, 64, 128),
+                                  patch_shape=None, patches_per_case=1, batch_size=1,
+                                  modalities="all", seeds=3),
+                "patch_unet": dict(epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
+                                   patches_per_case=2, batch_size=2),
+            }
         ),
         # A single modern GPU with real BraTS 2017 (285 cases) at full size.
-        "gpu": MappingProxyType(
-            dict(
-                n_cases=285,
-                downsample=1,  # 192 x 192 x 160, the paper's Table 1 input
-                epochs_2d=4,
-                epochs_3d=50,
-                filters=(32, 64, 128, 256, 512),
-                batch_size=2,
-                grid_epochs=10,
-                max_cases=None,
-            )
+        "gpu": _frozen(
+            {
+                "data": dict(n_cases=285, downsample=1),  # 192 x 192 x 160, the paper's Table 1 input
+                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, base_filters=8, levels=3,
+                                    sweep_filters=(4, 8, 16), sweep_levels=(2, 4)),
+                "unet3d": dict(epochs=50, filters=(32, 64, 128, 256, 512), batch_size=2),
+                "losses": dict(epochs=5, filters=(32, 64, 128, 256), batch_size=16, slice_step=2),
+                "ablations": dict(epochs=10, filters=(16, 32, 64, 128, 256),
+                                  wide_filters=(32, 64, 128, 256, 512), patch_shape=None,
+                                  patches_per_case=1, batch_size=1, modalities=("flair",), seeds=3),
+                "patch_unet": dict(epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
+                                   patches_per_case=2, batch_size=2),
+            }
         ),
     }
 )
 
 
-def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
-    """Return a copy of run profile ``name`` with ``overrides`` applied.
+def get_profile(name: str, group: str = "data", /, **overrides: Any) -> dict[str, Any]:
+    """Settings of one group of run profile ``name``, merged with its data settings.
 
     Parameters
     ----------
     name : {"ci", "laptop", "gpu"}
         Profile to start from.
+    group : str, optional
+        ``"data"`` (``n_cases``, ``downsample``) or an experiment group such as
+        ``"unet3d"`` or ``"ablations"``; the data settings are always included.
     **overrides
         Single keys to replace; a value of ``None`` keeps the profile's value,
         so papermill parameters left at ``None`` mean "use the profile".
@@ -153,18 +170,20 @@ def get_profile(name: str, **overrides: Any) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        If ``name`` is not a known profile or an override names an unknown key.
+        If ``name`` or ``group`` is unknown or an override names an unknown key.
 
     Examples
     --------
-    >>> get_profile("ci", epochs_3d=3)["epochs_3d"]
-    3
+    >>> get_profile("ci", "unet3d", epochs=3)["epochs"], get_profile("ci")["downsample"]
+    (3, 4)
     """
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
-    settings = dict(PROFILES[name])
+    if group not in PROFILES[name]:
+        raise ValueError(f"unknown profile group {group!r}; choose one of {sorted(PROFILES[name])}")
+    settings = {**PROFILES[name]["data"], **PROFILES[name][group]}
     unknown = sorted(set(overrides) - set(settings))
     if unknown:
-        raise ValueError(f"unknown profile keys {unknown}; valid keys are {sorted(settings)}")
+        raise ValueError(f"unknown {group!r} settings {unknown}; valid keys are {sorted(settings)}")
     settings.update({key: value for key, value in overrides.items() if value is not None})
     return settings

@@ -1,18 +1,28 @@
-"""Experiment grids whose results are cached on disk by configuration.
+"""One run cache for every chapter: a configuration names its run folder.
 
-The loss comparison (chapter 04) and the ablations (chapter 05) train one
-model per configuration. :func:`run_grid` stores every finished run as
-``<cache_dir>/<config_hash>.json`` so that re-executing a notebook reads what
-is already known instead of training again, and an interrupted grid resumes
-at the first configuration without a result.
+A run is a plain dictionary of settings. :func:`run_dir` turns it into a
+folder ``<run root>/<kind>-<hash>``, where ``kind`` is the configuration's
+``"run"`` entry (``"unet3d"``, ``"ablations"``, ``"patch_unet"`` ...) and the
+hash covers every setting, so changing one value starts a new run and two
+chapters that describe the same network share one folder.
 
-A cached record looks like::
+:func:`cached_run` is the one mechanism that decides what to do with a
+configuration:
 
-    {"config": {...}, "results": {"test_dice": 0.71, ...},
-     "history": {"loss": [...], "val_dice": [...]}}
+* ``<run dir>/record.json`` exists: the run is finished, its results are read;
+* otherwise ``run_fn(config, run_dir)`` is called. It trains with
+  :func:`tutorial_lib.training.train` into ``run_dir``, which resumes a
+  half-finished training from its backup and loads a finished one, and the
+  results it returns are written to ``record.json`` atomically.
 
-where ``history`` is optional (a Keras ``History`` returned by ``run_fn``
-under the key ``"history"`` is converted to plain lists).
+:func:`run_grid` applies it to many configurations and tabulates the results.
+A record looks like ``{"config": {...}, "results": {"val_dice": 0.71, ...}}``;
+the per-epoch history stays in the run folder's ``history.csv``
+(:func:`tutorial_lib.training.load_history`).
+
+The run root is ``$BRATS_COURSE_RUNS`` if set, else ``<data root>/runs``
+(:func:`tutorial_lib.data.data_root`): always a folder the course may write
+to, never the folder of a prepared cache.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -29,14 +41,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from tutorial_lib._files import write_json_atomic
+from tutorial_lib.data import data_root
 
-__all__ = ["config_hash", "run_grid", "history_to_dict", "load_history", "load_record"]
+__all__ = ["RECORD_FILE", "config_hash", "data_id", "run_root", "run_dir", "load_record", "cached_run", "run_grid"]
 
-HISTORY_KEY = "history"
+RECORD_FILE = "record.json"
+_KIND = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
 def _to_json_value(value: Any) -> Any:
-    """Turn NumPy scalars/arrays and tuples into plain JSON values."""
+    """Turn NumPy scalars/arrays, sets and paths into plain JSON values."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -91,56 +105,76 @@ def config_hash(config: Mapping[str, Any], *, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
-def history_to_dict(history: Any) -> dict[str, list[float]]:
-    """Convert a training history to ``{metric: [value per epoch]}``.
+def data_id(cache_dir: str | os.PathLike) -> str:
+    """Name of a prepared cache for run configurations: folder name plus a hash of its manifest.
+
+    Two caches with the same folder name but different cases or grids get
+    different ids, so their runs never mix.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``cache_dir`` holds no ``manifest.json``.
+    """
+    manifest = Path(cache_dir) / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{manifest}: missing; is {cache_dir} a prepared cache?")
+    return f"{Path(cache_dir).resolve().name}-{hashlib.sha256(manifest.read_bytes()).hexdigest()[:8]}"
+
+
+def run_root() -> Path:
+    """Folder of all runs: ``$BRATS_COURSE_RUNS`` if set, else ``<data root>/runs``."""
+    return Path(os.environ.get("BRATS_COURSE_RUNS") or data_root() / "runs")
+
+
+def run_dir(config: Mapping[str, Any], *, root: str | os.PathLike | None = None) -> Path:
+    """The folder of the run ``config`` describes: ``<root>/<config["run"]>-<config_hash(config)>``.
 
     Parameters
     ----------
-    history : keras.callbacks.History, pandas.DataFrame or mapping
-        A Keras ``History`` (its ``.history`` attribute is used), a table with
-        one row per epoch (an ``epoch`` column is dropped), or a mapping of
-        metric name to per-epoch values.
-
-    Returns
-    -------
-    dict of str to list of float
-        Plain lists, ready for JSON.
+    config : mapping
+        Settings of the run; its ``"run"`` entry names the kind of run in
+        lower-case letters, digits and underscores.
+    root : path, optional
+        Run root; default :func:`run_root`.
 
     Raises
     ------
     ValueError
-        If ``history`` is none of the accepted types.
+        If ``config`` has no valid ``"run"`` entry or cannot be hashed.
 
     Examples
     --------
-    >>> history_to_dict({"loss": [0.5, 0.25]})
-    {'loss': [0.5, 0.25]}
+    >>> run_dir({"run": "unet3d", "epochs": 2}, root="runs").name
+    'unet3d-0f12959a0877e00b'
     """
-    if isinstance(history, pd.DataFrame):
-        columns = [column for column in history.columns if column != "epoch"]
-        mapping: Mapping[str, Any] = {column: history[column].tolist() for column in columns}
-    elif isinstance(getattr(history, "history", None), Mapping):
-        mapping = history.history
-    elif isinstance(history, Mapping):
-        mapping = history
-    else:
-        raise ValueError(
-            f"expected a keras History, a DataFrame or a dict of lists, got {type(history).__name__}"
-        )
-    return {str(name): [float(value) for value in values] for name, values in mapping.items()}
+    kind = config.get("run") if isinstance(config, Mapping) else None
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise ValueError(f"a run configuration needs a 'run' name such as 'unet3d', got {kind!r}")
+    return Path(root if root is not None else run_root()) / f"{kind}-{config_hash(config)}"
 
 
-def _read_record(path: Path) -> dict[str, Any] | None:
-    """Return a cached record, or ``None`` (with a warning) if it is unreadable."""
-    if not path.exists():
+def load_record(config: Mapping[str, Any], *, root: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The finished record (``config``, ``results``) of ``config``, or ``None`` if it has not finished.
+
+    An unreadable record (a disk fault, an edit by hand) is reported with a
+    warning and treated as missing, so the run is repeated.
+
+    Examples
+    --------
+    >>> load_record({"run": "never_ran"}, root="/nonexistent") is None
+    True
+    """
+    path = run_dir(config, root=root) / RECORD_FILE
+    if not path.is_file():
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        warnings.warn(f"ignoring unreadable cache file {path}: {error}; the run is repeated")
+        warnings.warn(f"ignoring unreadable record {path}: {error}; the run is repeated", stacklevel=2)
         return None
     if not isinstance(record, dict) or not isinstance(record.get("results"), dict):
-        warnings.warn(f"ignoring cache file {path}: it has no 'results' dictionary")
+        warnings.warn(f"ignoring record {path}: it has no 'results' dictionary", stacklevel=2)
         return None
     return record
 
@@ -148,14 +182,10 @@ def _read_record(path: Path) -> dict[str, Any] | None:
 def _make_record(config: Mapping[str, Any], results: Any) -> dict[str, Any]:
     if not isinstance(results, Mapping):
         raise ValueError(f"run_fn must return a dict of results, got {type(results).__name__}")
-    results = dict(results)
-    history = results.pop(HISTORY_KEY, None)
     clash = sorted(set(results) & set(config))
     if clash:
         raise ValueError(f"result names {clash} repeat configuration keys; rename them")
-    record = {"config": dict(config), "results": results}
-    if history is not None:
-        record[HISTORY_KEY] = history_to_dict(history)
+    record = {"config": dict(config), "results": dict(results)}
     try:
         _canonical_json(record)
     except TypeError as error:
@@ -163,132 +193,106 @@ def _make_record(config: Mapping[str, Any], results: Any) -> dict[str, Any]:
     return record
 
 
+def cached_run(
+    config: Mapping[str, Any],
+    run_fn: Callable[[dict[str, Any], Path], Mapping[str, Any]],
+    *,
+    root: str | os.PathLike | None = None,
+    force: bool = False,
+) -> tuple[dict[str, Any], bool]:
+    """Run ``config`` once: read its record if it finished, else call ``run_fn`` and record the results.
+
+    Parameters
+    ----------
+    config : mapping
+        JSON-serialisable settings with a ``"run"`` name (see :func:`run_dir`).
+    run_fn : callable
+        ``run_fn(config, run_dir) -> dict`` of JSON-serialisable results. It
+        trains into ``run_dir``, so an interrupted run resumes there.
+    root : path, optional
+        Run root; default :func:`run_root`.
+    force : bool, optional
+        Delete the run folder first and run from scratch.
+
+    Returns
+    -------
+    record : dict
+        ``{"config": ..., "results": ...}``.
+    from_cache : bool
+        Whether the record was read rather than computed now.
+
+    Raises
+    ------
+    ValueError
+        If ``run_fn`` returns something other than a dict of JSON values, or a
+        result name repeats a configuration key; nothing is recorded then.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> square = lambda config, folder: {"y": config["x"] ** 2}
+    >>> cached_run({"run": "demo", "x": 3}, square, root=root)
+    ({'config': {'run': 'demo', 'x': 3}, 'results': {'y': 9}}, False)
+    >>> cached_run({"run": "demo", "x": 3}, square, root=root)[1]
+    True
+    """
+    folder = run_dir(config, root=root)
+    if force:
+        shutil.rmtree(folder, ignore_errors=True)
+    record = load_record(config, root=root)
+    if record is not None:
+        return record, True
+    folder.mkdir(parents=True, exist_ok=True)
+    record = _make_record(config, run_fn(dict(config), folder))
+    write_json_atomic(folder / RECORD_FILE, record, sort_keys=True, default=_to_json_value)
+    return record, False
+
+
 def _table_value(value: Any) -> Any:
     # Lists in a DataFrame cannot be grouped or used as an index; tuples can.
     return tuple(_table_value(item) for item in value) if isinstance(value, list) else value
 
 
-def load_record(config: Mapping[str, Any], *, cache_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """Return the cached record of ``config`` (``config``, ``results``, ``history``) or ``None``.
-
-    Parameters
-    ----------
-    config : mapping
-        The configuration passed to :func:`run_grid`.
-    cache_dir : path
-        The grid's cache folder.
-
-    Returns
-    -------
-    dict or None
-        The stored record, or ``None`` when the configuration has not run yet.
-
-    Examples
-    --------
-    >>> load_record({"never": "ran"}, cache_dir="/nonexistent") is None
-    True
-    """
-    return _read_record(Path(cache_dir) / f"{config_hash(config)}.json")
-
-
-def load_history(config: Mapping[str, Any], *, cache_dir: str | os.PathLike) -> pd.DataFrame:
-    """Per-epoch history of a cached run, one row per epoch, for plotting curves.
-
-    Parameters
-    ----------
-    config : mapping
-        The configuration passed to :func:`run_grid`.
-    cache_dir : path
-        The grid's cache folder.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns such as ``loss``, ``dice``, ``val_loss``, ``val_dice``; index ``epoch``.
-
-    Raises
-    ------
-    ValueError
-        If the configuration has no cached result, or its result stored no history.
-
-    Examples
-    --------
-    >>> load_history(config, cache_dir="results/losses")["val_dice"].plot()  # doctest: +SKIP
-    """
-    path = Path(cache_dir) / f"{config_hash(config)}.json"
-    record = _read_record(path)
-    if record is None:
-        raise ValueError(f"no cached result for config {dict(config)} (looked for {path})")
-    if HISTORY_KEY not in record:
-        raise ValueError(f"cache file {path} stores no history; return one from run_fn as 'history'")
-    frame = pd.DataFrame(record[HISTORY_KEY])
-    frame.index.name = "epoch"
-    return frame
-
-
 def run_grid(
     configs: Iterable[Mapping[str, Any]],
-    run_fn: Callable[[dict[str, Any]], Mapping[str, Any]],
+    run_fn: Callable[[dict[str, Any], Path], Mapping[str, Any]],
     *,
-    cache_dir: str | os.PathLike,
+    root: str | os.PathLike | None = None,
     force: bool = False,
     description: str = "grid",
 ) -> pd.DataFrame:
-    """Run ``run_fn`` once per configuration, caching each result on disk.
+    """:func:`cached_run` for each configuration, with one table of the results.
 
-    For each configuration, ``<cache_dir>/<config_hash(config)>.json`` is read
-    if it exists (unless ``force``); otherwise ``run_fn(config)`` is called and
-    its result written atomically, so an interrupted grid keeps every finished
-    run and continues with the next one.
+    An interrupted grid keeps every finished run and resumes the one that was
+    training; running the grid again only runs what has not finished.
 
     Parameters
     ----------
     configs : iterable of mapping
-        JSON-serialisable settings, one per run.
-    run_fn : callable
-        ``run_fn(config) -> dict`` of JSON-serialisable numbers. It may add a
-        Keras ``History`` (or dict of lists) under ``"history"``; it is stored
-        for :func:`load_history` and left out of the table.
-    cache_dir : path
-        Folder of the cached results (created if missing).
-    force : bool, optional
-        Re-run every configuration and overwrite its cached result.
+        Run configurations, each with a ``"run"`` name.
+    run_fn, root, force
+        As for :func:`cached_run`.
     description : str, optional
         Label of the progress bar.
 
     Returns
     -------
     pandas.DataFrame
-        One row per configuration: the configuration keys (lists shown as
-        tuples), the results, ``config_hash`` and ``from_cache``.
-
-    Raises
-    ------
-    ValueError
-        If a configuration is not JSON-serialisable, ``run_fn`` returns
-        something other than a dict of JSON values, or a result name repeats a
-        configuration key.
+        One row per configuration: its keys (lists shown as tuples), its
+        results, ``config_hash`` and ``from_cache``.
 
     Examples
     --------
-    >>> def run(config):
-    ...     return {"score": config["x"] ** 2}
-    >>> run_grid([{"x": 1}, {"x": 2}], run, cache_dir=tmp)["score"].tolist()  # doctest: +SKIP
+    >>> import tempfile
+    >>> grid = run_grid([{"run": "demo", "x": 1}, {"run": "demo", "x": 2}],
+    ...                 lambda config, folder: {"y": config["x"] ** 2}, root=tempfile.mkdtemp())
+    >>> grid["y"].tolist()
     [1, 4]
     """
-    cache = Path(cache_dir)
-    cache.mkdir(parents=True, exist_ok=True)
-    configs = list(configs)
     rows = []
-    for config in tqdm(configs, desc=description, unit="run"):
-        key = config_hash(config)
-        path = cache / f"{key}.json"
-        record = None if force else _read_record(path)
-        from_cache = record is not None
-        if record is None:
-            record = _make_record(config, run_fn(dict(config)))
-            write_json_atomic(path, record, sort_keys=True, default=_to_json_value)
+    for config in tqdm(list(configs), desc=description, unit="run"):
+        record, from_cache = cached_run(config, run_fn, root=root, force=force)
         row = {name: _table_value(value) for name, value in dict(config).items()}
-        row.update(record["results"])
-        rows.append({**row, "config_hash": key, "from_cache": from_cache})
+        rows.append({**row, **record["results"], "config_hash": config_hash(config), "from_cache": from_cache})
     return pd.DataFrame(rows)

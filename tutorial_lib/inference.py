@@ -317,7 +317,7 @@ def regions_to_labels(mask: np.ndarray) -> np.ndarray:
 
     Examples
     --------
-    >>> regions_to_labels(np.ones((1, 1, 1, 1), bool))[0, 0, 0]
+    >>> int(regions_to_labels(np.ones((1, 1, 1, 1), bool))[0, 0, 0])
     2
     """
     names = list(BRATS.regions)  # WT, TC, ET: each one inside the previous

@@ -1,8 +1,7 @@
-"""U-Net builders in the Keras functional style, for 2D slices and 3D volumes.
+"""The U-Net in the Keras functional style, for 2D slices and 3D volumes.
 
-One implementation serves both dimensions: the only thing that changes between
-``unet2d`` and ``unet3d`` is which convolution, pooling and up-sampling layer
-classes are used. Every knob the paper's experiments turn is a keyword
+One builder, :func:`unet`, serves both dimensions: the rank of its input shape
+decides whether 2D or 3D convolution, pooling and up-sampling layers are used. Every knob the paper's experiments turn is a keyword
 argument, and ``paper_table1`` builds the paper's best model (its Table 1)
 from the same helpers.
 
@@ -25,7 +24,7 @@ from typing import Any, Sequence
 import keras
 from keras import layers
 
-__all__ = ["conv_block", "encoder_block", "decoder_block", "unet2d", "unet3d", "paper_table1"]
+__all__ = ["conv_block", "encoder_block", "decoder_block", "unet", "paper_table1"]
 
 _UPSAMPLING = ("transpose", "nearest")
 _ACTIVATIONS = ("relu", "leaky_relu")
@@ -225,14 +224,9 @@ def _dropout(x: Any, rate: float, namer: _Namer | None) -> Any:
 
 
 def _check_options(
-    input_shape: Sequence[int | None], rank: int, filters: Sequence[int], kernel_size: int,
+    input_shape: Sequence[int | None], filters: Sequence[int], kernel_size: int,
     convs_per_level: int, upsampling: str, activation: str, dropout: float, num_classes: int,
 ) -> None:
-    if len(input_shape) != rank + 1:
-        raise ValueError(
-            f"input_shape must be {'(x, y, z, channels)' if rank == 3 else '(x, y, channels)'} "
-            f"(channels-last, no batch axis), got {tuple(input_shape)}"
-        )
     if len(filters) < 2:
         raise ValueError(f"filters needs at least two levels, got {tuple(filters)}")
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
@@ -273,22 +267,85 @@ def _skip_levels(skips: str | Sequence[int], levels: int) -> set[int]:
     return set(skips)
 
 
-def _unet(
-    rank: int,
+def unet(
     input_shape: Sequence[int | None],
     *,
-    filters: Sequence[int],
-    kernel_size: int,
-    convs_per_level: int,
-    skips: str | Sequence[int],
-    upsampling: str,
-    dropout: float,
-    activation: str,
-    num_classes: int,
-    residual: bool,
-    name: str,
+    filters: Sequence[int] = (16, 32, 64, 128, 256),
+    kernel_size: int = 3,
+    convs_per_level: int = 2,
+    skips: str | Sequence[int] = "all",
+    upsampling: str = "transpose",
+    dropout: float = 0.0,
+    activation: str = "relu",
+    num_classes: int = 1,
+    residual: bool = False,
+    name: str | None = None,
 ) -> keras.Model:
-    _check_options(input_shape, rank, filters, kernel_size, convs_per_level, upsampling,
+    """Build a 2D or 3D U-Net with sigmoid outputs; the input shape decides which.
+
+    Encoder level ``i`` applies ``conv_block`` -> max-pooling -> dropout; the
+    last entry of ``filters`` is the bottleneck (``conv_block`` -> dropout);
+    each decoder level up-samples, optionally concatenates the encoder
+    features of the same size, applies dropout and a ``conv_block``. A final
+    1x1(x1) convolution with a sigmoid gives ``num_classes`` channels.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        Channels-last, without the batch axis: ``(x, y, channels)`` builds a
+        2D network for slices, ``(x, y, z, channels)`` a 3D one for volumes.
+        Spatial sizes may be ``None`` (fully convolutional) and must otherwise
+        be divisible by ``2 ** (len(filters) - 1)``. Channels: 1 for FLAIR
+        only, 4 for all modalities.
+    filters : sequence of int, optional
+        Channels per level from full resolution down to the bottleneck.
+    kernel_size : int, optional
+        Odd kernel edge length of all convolutions (the paper tried 3 and 5).
+    convs_per_level : int, optional
+        Convolutions per level (the paper tried 1 and 2).
+    skips : "all", "none" or list of int, optional
+        Which encoder levels are concatenated into the decoder: level 0 is the
+        full-resolution level, ``len(filters) - 2`` the deepest one.
+    upsampling : {"transpose", "nearest"}, optional
+        Stride-2 transposed convolution or nearest-neighbour up-sampling.
+    dropout : float, optional
+        Rate of every dropout layer; 0 removes them.
+    activation : {"relu", "leaky_relu"}, optional
+        Hidden-layer non-linearity (leaky ReLU uses Keras' default slope 0.2).
+    num_classes : int, optional
+        Sigmoid output channels: 1 (whole tumour) or 3 (WT, TC, ET).
+    residual : bool, optional
+        Residual connections around every ``conv_block``.
+    name : str, optional
+        Model name; default ``"unet2d"`` or ``"unet3d"``.
+
+    Returns
+    -------
+    keras.Model
+        ``(batch, *spatial, channels)`` -> ``(batch, *spatial, num_classes)``, float32 output.
+
+    Raises
+    ------
+    ValueError
+        For an input that is not 2D or 3D, a size not divisible by
+        ``2 ** (levels - 1)``, an even or non-positive kernel size, or an
+        unknown ``skips``, ``upsampling`` or ``activation`` (and for other
+        malformed options).
+
+    Examples
+    --------
+    >>> unet((32, 32, 1), filters=(8, 16, 32)).output_shape
+    (None, 32, 32, 1)
+    >>> unet((16, 16, 8, 4), filters=(8, 16, 32), name="tiny").output_shape
+    (None, 16, 16, 8, 1)
+    """
+    rank = len(input_shape) - 1
+    if rank not in _LAYERS:
+        raise ValueError(
+            "input_shape must be (x, y, channels) for 2D or (x, y, z, channels) for 3D "
+            f"(channels-last, no batch axis), got {tuple(input_shape)}"
+        )
+    _check_options(input_shape, filters, kernel_size, convs_per_level, upsampling,
                    activation, dropout, num_classes)
     skip_levels = _skip_levels(skips, len(filters))
     namer = _Namer()
@@ -307,111 +364,7 @@ def _unet(
     # float32 output keeps the sigmoid and every loss numerically safe under mixed precision.
     outputs = _make("conv", rank, namer, filters=num_classes, kernel_size=1, activation="sigmoid",
                     dtype="float32")(x)
-    return keras.Model(inputs, outputs, name=name)
-
-
-_UNET_DOC = """Build a {rank}D U-Net with sigmoid outputs.
-
-    Encoder level ``i`` applies ``conv_block`` -> max-pooling -> dropout; the
-    last entry of ``filters`` is the bottleneck (``conv_block`` -> dropout);
-    each decoder level up-samples, optionally concatenates the encoder
-    features of the same size, applies dropout and a ``conv_block``. A final
-    1x1{one} convolution with a sigmoid gives ``num_classes`` channels.
-
-    Parameters
-    ----------
-    input_shape : tuple of int
-        Channels-last ``{shape}`` without the batch axis; spatial sizes may be
-        ``None`` (fully convolutional) and must otherwise be divisible by
-        ``2 ** (len(filters) - 1)``. Channels: 1 for FLAIR only, 4 for all modalities.
-    filters : sequence of int, optional
-        Channels per level from full resolution down to the bottleneck.
-    kernel_size : int, optional
-        Odd kernel edge length of all convolutions (the paper tried 3 and 5).
-    convs_per_level : int, optional
-        Convolutions per level (the paper tried 1 and 2).
-    skips : "all", "none" or list of int, optional
-        Which encoder levels are concatenated into the decoder: level 0 is the
-        full-resolution level, ``len(filters) - 2`` the deepest one.
-    upsampling : {{"transpose", "nearest"}}, optional
-        Stride-2 transposed convolution or nearest-neighbour up-sampling.
-    dropout : float, optional
-        Rate of every dropout layer; 0 removes them.
-    activation : {{"relu", "leaky_relu"}}, optional
-        Hidden-layer non-linearity (leaky ReLU uses Keras' default slope 0.2).
-    num_classes : int, optional
-        Sigmoid output channels: 1 (whole tumour) or 3 (WT, TC, ET).
-    residual : bool, optional
-        Residual connections around every ``conv_block``.
-    name : str, optional
-        Model name.
-
-    Returns
-    -------
-    keras.Model
-        ``{shape}`` -> ``{out}``, float32 output.
-
-    Raises
-    ------
-    ValueError
-        For an input size not divisible by ``2 ** (levels - 1)``, an even or
-        non-positive kernel size, or an unknown ``skips``, ``upsampling`` or
-        ``activation`` (and for other malformed options).
-
-    Examples
-    --------
-    >>> model = {func}({example}, filters=(8, 16, 32))
-    >>> model.output_shape
-    {example_out}
-    """
-
-
-def unet2d(
-    input_shape: Sequence[int | None],
-    *,
-    filters: Sequence[int] = (16, 32, 64, 128, 256),
-    kernel_size: int = 3,
-    convs_per_level: int = 2,
-    skips: str | Sequence[int] = "all",
-    upsampling: str = "transpose",
-    dropout: float = 0.0,
-    activation: str = "relu",
-    num_classes: int = 1,
-    residual: bool = False,
-    name: str = "unet2d",
-) -> keras.Model:
-    return _unet(2, input_shape, filters=filters, kernel_size=kernel_size,
-                 convs_per_level=convs_per_level, skips=skips, upsampling=upsampling,
-                 dropout=dropout, activation=activation, num_classes=num_classes,
-                 residual=residual, name=name)
-
-
-def unet3d(
-    input_shape: Sequence[int | None],
-    *,
-    filters: Sequence[int] = (16, 32, 64, 128, 256),
-    kernel_size: int = 3,
-    convs_per_level: int = 2,
-    skips: str | Sequence[int] = "all",
-    upsampling: str = "transpose",
-    dropout: float = 0.0,
-    activation: str = "relu",
-    num_classes: int = 1,
-    residual: bool = False,
-    name: str = "unet3d",
-) -> keras.Model:
-    return _unet(3, input_shape, filters=filters, kernel_size=kernel_size,
-                 convs_per_level=convs_per_level, skips=skips, upsampling=upsampling,
-                 dropout=dropout, activation=activation, num_classes=num_classes,
-                 residual=residual, name=name)
-
-
-unet2d.__doc__ = _UNET_DOC.format(
-    rank=2, one="", shape="(x, y, channels)", out="(batch, x, y, num_classes)", func="unet2d",
-    example="(32, 32, 1)", example_out="(None, 32, 32, 1)")
-unet3d.__doc__ = _UNET_DOC.format(
-    rank=3, one="x1", shape="(x, y, z, channels)", out="(batch, x, y, z, num_classes)",
-    func="unet3d", example="(16, 16, 8, 4)", example_out="(None, 16, 16, 8, 1)")
+    return keras.Model(inputs, outputs, name=name or f"unet{rank}d")
 
 
 def paper_table1(
@@ -419,7 +372,7 @@ def paper_table1(
 ) -> keras.Model:
     """The paper's best 3D model, layer for layer as its Table 1 lists it.
 
-    It is :func:`unet3d` with one 3x3x3 ReLU convolution per level, filters
+    It is :func:`unet` with one 3x3x3 ReLU convolution per level, filters
     32, 64, 128, 256 and 512, stride-2 3x3x3 transposed convolutions, and a
     single skip connection: the first up-convolution's output is concatenated
     with ``conv3d_4`` (the deepest encoder level). 13,522,721 trainable
@@ -457,6 +410,6 @@ def paper_table1(
     >>> paper_table1((32, 32, 32, 1)).count_params()
     13522721
     """
-    return unet3d(input_shape, filters=(32, 64, 128, 256, 512), kernel_size=3, convs_per_level=1,
+    return unet(input_shape, filters=(32, 64, 128, 256, 512), kernel_size=3, convs_per_level=1,
                   skips=[3], upsampling="transpose", dropout=dropout, activation="relu",
                   num_classes=1, residual=False, name="paper_table1")

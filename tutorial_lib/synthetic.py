@@ -428,7 +428,7 @@ def generate_case(case_id: str, *, seed: int) -> SyntheticCase:
 
     Examples
     --------
-    >>> case = generate_case("Synth_0000", seed=1)  # doctest: +SKIP
+    >>> case = generate_case("Synth_0000", seed=1)
     >>> case.images["flair"].shape, case.seg.dtype
     ((240, 240, 155), dtype('uint8'))
     """

@@ -19,7 +19,7 @@ it is built, because a Keras layer fixes its dtype and its variables'
 placement when it is created::
 
     with precision_scope("bfloat16"), distribution_scope():
-        model = models.unet3d(...)
+        model = models.unet(...)
         history = train(model, train_data, val_data, out_dir="runs/3d", mixed_precision="bfloat16")
 
 Arrays are channels-last, ``(batch, x, y, z, channels)``.
@@ -243,7 +243,7 @@ def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
     Examples
     --------
     >>> with distribution_scope() as engine:  # doctest: +SKIP
-    ...     model = models.unet3d((48, 48, 40, 1), filters=(8, 16, 32))
+    ...     model = models.unet((48, 48, 40, 1), filters=(8, 16, 32))
     ...     train(model, train_data, val_data, out_dir="runs/dp", epochs=2)
     """
     backend = keras.backend.backend()

@@ -17,13 +17,13 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot  # noqa: F401  (activates Jupyter's inline display of figures)
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from tutorial_lib.config import BRATS
-from tutorial_lib.experiments import history_to_dict
 
 __all__ = [
     "LABEL_COLORS",
@@ -32,6 +32,7 @@ __all__ = [
     "show_modalities",
     "overlay",
     "montage",
+    "history_to_dict",
     "plot_history",
     "slice_viewer",
 ]
@@ -57,7 +58,7 @@ def label_colors() -> np.ndarray:
 
     Examples
     --------
-    >>> label_colors()[0, 3]
+    >>> float(label_colors()[0, 3])
     0.0
     """
     table = np.zeros((max(BRATS.labels) + 1, 4))
@@ -272,6 +273,45 @@ def montage(
     for ax in axes[len(indices) :]:
         ax.set_axis_off()
     return fig
+
+
+def history_to_dict(history: Any) -> dict[str, list[float]]:
+    """Convert a training history to ``{metric: [value per epoch]}``.
+
+    Parameters
+    ----------
+    history : keras.callbacks.History, pandas.DataFrame or mapping
+        A Keras ``History`` (its ``.history`` attribute is used), a table with
+        one row per epoch (an ``epoch`` column is dropped), or a mapping of
+        metric name to per-epoch values.
+
+    Returns
+    -------
+    dict of str to list of float
+        Plain lists, ready for JSON.
+
+    Raises
+    ------
+    ValueError
+        If ``history`` is none of the accepted types.
+
+    Examples
+    --------
+    >>> history_to_dict({"loss": [0.5, 0.25]})
+    {'loss': [0.5, 0.25]}
+    """
+    if isinstance(history, pd.DataFrame):
+        columns = [column for column in history.columns if column != "epoch"]
+        mapping: Mapping[str, Any] = {column: history[column].tolist() for column in columns}
+    elif isinstance(getattr(history, "history", None), Mapping):
+        mapping = history.history
+    elif isinstance(history, Mapping):
+        mapping = history
+    else:
+        raise ValueError(
+            f"expected a keras History, a DataFrame or a dict of lists, got {type(history).__name__}"
+        )
+    return {str(name): [float(value) for value in values] for name, values in mapping.items()}
 
 
 def _runs(history_or_runs: Any) -> dict[str, dict[str, list[float]]]:
