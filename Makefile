@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # oneDNN kernels are off by default on some x86 CPUs; 3D training is 5-10x faster with them.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: setup setup-bench course test unit unit-jax course-check bench-smoke clean
+.PHONY: setup setup-bench course test lint doctest unit unit-jax course-check bench-smoke clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,14 @@ $(STAMP): requirements.lock pyproject.toml
 course: setup
 	$(PY) scripts/build_course.py --profile $(PROFILE)
 
+# Lint and import order (config in pyproject.toml), notebooks included.
+lint: setup
+	$(VENV)/bin/ruff check .
+
+# Every Examples section of the library runs as written.
+doctest: setup
+	$(PY) -m pytest -q --doctest-modules tutorial_lib
+
 unit: setup-bench
 	$(PY) -m pytest -q -m "not course" tests
 
@@ -50,7 +58,7 @@ course-check: setup
 bench-smoke: setup-bench
 	$(PY) benchmarks/run_all.py --smoke
 
-test: unit unit-jax course-check
+test: lint doctest unit unit-jax course-check
 
 clean:
 	rm -rf _build data/synthetic data/cache

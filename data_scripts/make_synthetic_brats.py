@@ -9,14 +9,17 @@ Each case folder ``<case>/<case>_{flair,t1,t1ce,t2,seg}.nii.gz`` is written
 atomically; re-running skips finished cases. ``--report`` then prints the
 per-case generation time and, for each case held out in turn, the
 whole-tumour Dice of the best global FLAIR threshold fitted on the other
-cases - at full resolution and on the 4x down-sampled grid (48 x 48 x 40)
-that the CI profile trains on.
+cases, on the grids the course trains on: the full-size crop
+(192 x 192 x 160) and the 4x down-sampled grid of the CI profile
+(48 x 48 x 40), both prepared by ``tutorial_lib.ingest`` exactly as the
+course cache is.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +30,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tutorial_lib import baseline, synthetic  # noqa: E402
-from tutorial_lib.config import BRATS  # noqa: E402
+from tutorial_lib import baseline, data, ingest, synthetic  # noqa: E402
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -44,36 +46,30 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _downsample(volume: np.ndarray, factor: int) -> np.ndarray:
-    """Crop to the cache's 192 x 192 in-plane box, pad depth to 160, block-average."""
-    if factor == 1:
-        return volume
-    cx, cy, cz = BRATS.crop_shape
-    x0, y0 = ((np.array(BRATS.shape[:2]) - (cx, cy)) // 2).tolist()
-    pad = cz - volume.shape[2]
-    cropped = np.pad(volume[x0 : x0 + cx, y0 : y0 + cy].astype(np.float32), ((0, 0), (0, 0), (pad // 2, pad - pad // 2)))
-    blocks = (cx // factor, factor, cy // factor, factor, cz // factor, factor)
-    return cropped.reshape(blocks).mean(axis=(1, 3, 5))
+def _cached_cases(cache_dir: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """FLAIR, whole-tumour mask and brain mask of every case of a prepared cache, as training reads them."""
+    cases = []
+    for case_id in sorted(data.load_manifest(cache_dir)["cases"]):
+        flair, whole = data.load_case(cache_dir, case_id, modalities="flair", target="wt")
+        cases.append((flair[..., 0], whole[..., 0] > 0.5, data.load_brain(cache_dir, case_id)))
+    return cases
 
 
-def _load_case(case_dir: Path, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import nibabel as nib
+def report(raw_dir: Path, *, factors: tuple[int, ...] = (1, 4)) -> dict[int, np.ndarray]:
+    """Print leave-one-out FLAIR-threshold Dice per down-sampling factor; return the Dice arrays.
 
-    images = {m: np.asanyarray(nib.load(case_dir / f"{case_dir.name}_{m}.nii.gz").dataobj) for m in BRATS.modalities}
-    seg = np.asanyarray(nib.load(case_dir / f"{case_dir.name}_seg.nii.gz").dataobj)
-    brain = np.any(np.stack([image != 0 for image in images.values()]), axis=0)
-    flair = baseline.zscore_in_brain(images["flair"], brain)
-    whole = np.isin(seg, BRATS.regions["WT"])
-    if factor == 1:
-        return flair, whole, brain
-    return _downsample(flair, factor), _downsample(whole, factor) >= 0.5, _downsample(brain, factor) > 0.5
-
-
-def report(case_dirs: list[Path], *, factors: tuple[int, ...] = (1, 4)) -> dict[int, np.ndarray]:
-    """Print leave-one-out FLAIR-threshold Dice per down-sampling factor; return the Dice arrays."""
+    Each factor's grid is the one the course trains on: the cases are prepared
+    with ``ingest.prepare_dataset`` (crop, z-score, down-sampling) into a
+    temporary cache and read back with ``data.load_case``.
+    """
     results = {}
     for factor in factors:
-        cases = [_load_case(case_dir, factor) for case_dir in case_dirs]
+        with tempfile.TemporaryDirectory() as scratch:
+            cache = Path(scratch) / "cache"
+            prepared = ingest.prepare_dataset(raw_dir, cache, downsample=factor, progress=False)
+            if not prepared.ok:
+                raise RuntimeError(prepared.summary())
+            cases = _cached_cases(cache)
         dice, chosen = baseline.leave_one_out_dice(*zip(*cases))
         grid = "x".join(str(s) for s in cases[0][0].shape)
         print(
@@ -91,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     case_dirs = synthetic.make_dataset(args.out, args.n_cases, seed=args.seed, workers=args.workers)
     print(f"{len(case_dirs)} cases in {args.out} ({time.perf_counter() - start:.1f} s wall)")
     if args.report:
-        synthetic._template()  # load the MNI maps first: a one-off cost per process
+        synthetic.generate_case("warm_up", seed=0)  # the first case also loads the MNI template
         probe = time.process_time()
         synthetic.generate_case("timing_probe", seed=synthetic.case_seed(args.seed, 0))
         print(f"generation time per case: {time.process_time() - probe:.2f} s CPU (one core, no writing)")
         if len(case_dirs) < 2:
             print("threshold report needs at least 2 cases")
             return 1
-        report(case_dirs)
+        report(args.out)
     return 0
 
 

@@ -101,7 +101,8 @@ def test_bad_thresholds_and_too_few_cases():
 def _write_cache(root, cases: dict, split: dict):
     """Hand-made cache in the CONTRIBUTING.md layout: flair is channel 0."""
     entries = {case_id: {"labelled": True} for case_id in cases}
-    (root / "manifest.json").write_text(json.dumps({"version": 1, "downsample": 4, "modalities": ["flair", "t1", "t1ce", "t2"], "cases": entries}))
+    manifest = {"version": 1, "downsample": 4, "modalities": ["flair", "t1", "t1ce", "t2"], "cases": entries}
+    (root / "manifest.json").write_text(json.dumps(manifest))
     (root / "split.json").write_text(json.dumps({"seed": 0, **split}))
     for case_id, (flair, label) in cases.items():
         folder = root / "cases" / case_id

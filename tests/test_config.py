@@ -17,4 +17,4 @@ def test_region_labels_are_edema_core_enhancing_outermost_first() -> None:
 def test_regions_that_are_not_nested_one_label_apart_are_refused() -> None:
     convention = BratsConvention(regions={"WT": (1, 2, 4), "ET": (4,)})  # WT minus ET = {1, 2}
     with pytest.raises(ValueError, match=r"region WT minus ET is not a single label: \[1, 2\]"):
-        convention.region_labels
+        _ = convention.region_labels

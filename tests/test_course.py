@@ -210,15 +210,15 @@ def test_running_page_profile_table_matches_config():
     from tutorial_lib.config import PROFILES
 
     rows = [line for line in (ROOT / "book" / "running.md").read_text(encoding="utf-8").splitlines()
-            if re.match(r"\|[^|]*\(`\w+`\) \|", line)]
-    assert rows, "book/running.md has no profile table rows naming their setting"
+            if re.match(r"\|[^|]*\(`\w+\.\w+`\) \|", line)]
+    assert rows, "book/running.md has no profile table rows naming their setting as (`group.key`)"
     for row in rows:
-        key = re.search(r"\(`(\w+)`\)", row).group(1)
+        group, key = re.search(r"\(`(\w+)\.(\w+)`\)", row).groups()
         cells = [cell.strip() for cell in row.strip("|").split("|")][1:]  # ci, laptop, gpu
         for profile, cell in zip(("ci", "laptop", "gpu"), cells):
-            value = PROFILES[profile][key]
+            value = PROFILES[profile][group][key]
             expected = f"{value[0]} to {value[-1]}" if isinstance(value, tuple) else str(value)
-            assert cell.startswith(expected), f"running.md says {key}={cell!r} for {profile}, config has {value}"
+            assert cell.startswith(expected), f"running.md says {group}.{key}={cell!r} for {profile}, config has {value}"
 
 
 def test_toc_lists_all_seven_chapters():
@@ -264,7 +264,8 @@ def test_chapter03_beats_flair_threshold_baseline(course_build):
     test_dice, baseline_dice = parse_number(glued["test_dice"]), parse_number(glued["baseline_dice"])
     assert test_dice is not None and 0.0 <= test_dice <= 1.0, f"test_dice is {glued['test_dice']!r}"
     assert baseline_dice is not None and 0.0 <= baseline_dice <= 1.0, f"baseline_dice is {glued['baseline_dice']!r}"
-    assert test_dice > baseline_dice, f"3D U-Net Dice {test_dice:.3f} does not beat the FLAIR threshold {baseline_dice:.3f}"
+    assert test_dice > baseline_dice, (
+        f"3D U-Net Dice {test_dice:.3f} does not beat the FLAIR threshold {baseline_dice:.3f}")
 
 
 def test_book_index_exists(course_build):

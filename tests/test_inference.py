@@ -9,11 +9,15 @@ import pytest
 
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_case, load_manifest, load_split
+from tutorial_lib.inference import (
+    predict_case,
+    predict_volume,
+    predict_volume_2d,
+    regions_to_labels,
+    write_segmentation,
+)
 from tutorial_lib.ingest import downsample_label
 from tutorial_lib.metrics import dice_coefficient
-from tutorial_lib.inference import (
-    predict_case, predict_volume, predict_volume_2d, regions_to_labels, write_segmentation,
-)
 
 ET = BRATS.regions["ET"][0]
 (NCR,) = set(BRATS.regions["TC"]) - set(BRATS.regions["ET"])

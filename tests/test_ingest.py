@@ -27,7 +27,6 @@ from tutorial_lib.ingest import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_scripts"))
 import prepare_brats  # noqa: E402
-
 from conftest import tiny_volumes  # noqa: E402
 
 

@@ -102,8 +102,8 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "ci": _frozen(
             {
                 "data": dict(n_cases=32, downsample=4),  # 22 train / 5 val / 5 test; grid 48 x 48 x 40
-                "baseline_2d": dict(epochs=2, batch_size=16, slice_step=2, base_filters=8, levels=3,
-                                    sweep_filters=(4, 8, 16), sweep_levels=(2, 4)),
+                "baseline_2d": dict(epochs=2, batch_size=16, slice_step=2, filters=(8, 16, 32),
+                                    sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
                 "unet3d": dict(epochs=40, filters=(8, 16, 32, 64), batch_size=2),
                 "losses": dict(epochs=4, filters=(8, 16, 32), batch_size=16, slice_step=2),
                 # Patches: one whole-volume epoch of even a tiny 3D net is too slow on 2 cores.
@@ -118,8 +118,8 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "laptop": _frozen(
             {
                 "data": dict(n_cases=40, downsample=2),  # grid 96 x 96 x 80
-                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, base_filters=8, levels=3,
-                                    sweep_filters=(4, 8, 16), sweep_levels=(2, 4)),
+                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
+                                    sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
                 "unet3d": dict(epochs=20, filters=(16, 32, 64, 128, 256), batch_size=1),
                 "losses": dict(epochs=5, filters=(16, 32, 64, 128), batch_size=16, slice_step=2),
                 "ablations": dict(epochs=5, filters=(8, 16, 32, 64), wide_filters=(16, 32, 64, 128),
@@ -133,8 +133,8 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
         "gpu": _frozen(
             {
                 "data": dict(n_cases=285, downsample=1),  # 192 x 192 x 160, the paper's Table 1 input
-                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, base_filters=8, levels=3,
-                                    sweep_filters=(4, 8, 16), sweep_levels=(2, 4)),
+                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
+                                    sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
                 "unet3d": dict(epochs=50, filters=(32, 64, 128, 256, 512), batch_size=2),
                 "losses": dict(epochs=5, filters=(32, 64, 128, 256), batch_size=16, slice_step=2),
                 "ablations": dict(epochs=10, filters=(16, 32, 64, 128, 256),

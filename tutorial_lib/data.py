@@ -38,6 +38,7 @@ __all__ = [
     "labels_to_target",
     "modality_indices",
     "data_root",
+    "display_path",
     "ensure_course_data",
 ]
 
@@ -223,6 +224,23 @@ def load_brain(cache_dir: str | os.PathLike[str], case_id: str) -> np.ndarray:
 def data_root() -> Path:
     """Folder for course data: ``$BRATS_COURSE_DATA`` if set, else ``<repo>/data``."""
     return Path(os.environ.get("BRATS_COURSE_DATA") or _REPO / "data")
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a page may show it: relative to the data root, never the machine's absolute path.
+
+    Examples
+    --------
+    >>> display_path(data_root() / "cache" / "synthetic-n32-k4")
+    '<data>/cache/synthetic-n32-k4'
+    >>> display_path("/home/someone/brats/cache")
+    '.../cache'
+    """
+    path = Path(path).resolve()
+    try:
+        return "<data>/" + path.relative_to(data_root().resolve()).as_posix()
+    except ValueError:
+        return f".../{path.name}"
 
 
 def _cache_ready(cache: Path, n_cases: int, downsample: int) -> bool:

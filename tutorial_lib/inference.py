@@ -28,12 +28,15 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
 from tutorial_lib._files import atomic_path
 from tutorial_lib.config import BRATS
+from tutorial_lib.data import load_brain, load_case
+from tutorial_lib.metrics import dice_coefficient
 
 __all__ = [
-    "CasePrediction", "predict_volume", "predict_volume_2d", "predict_case", "regions_to_labels",
-    "write_segmentation",
+    "CasePrediction", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
+    "regions_to_labels", "write_segmentation",
 ]
 
 
@@ -248,6 +251,10 @@ def predict_case(
 ) -> CasePrediction:
     """Predict one cached case and binarise (and optionally post-process) it.
 
+    A 3D network predicts the volume (:func:`predict_volume`); a 2D network,
+    one whose input is ``(batch, x, y, C)``, predicts it slice by slice
+    inside the case's brain mask (:func:`predict_volume_2d`).
+
     Parameters
     ----------
     model : keras.Model
@@ -259,7 +266,7 @@ def predict_case(
     modalities : sequence of str or "all", optional
         Input channels, in the order the model was trained with.
     patch_size, overlap, pad_multiple : optional
-        See :func:`predict_volume`.
+        See :func:`predict_volume` (3D networks only).
     threshold : float, optional
         Probabilities above it are foreground.
     postprocess : callable, optional
@@ -284,17 +291,51 @@ def predict_case(
     >>> result.mask.shape  # doctest: +SKIP
     (48, 48, 40, 1)
     """
-    from tutorial_lib.data import load_case  # the cache's one reader
-
     image, _ = load_case(cache_dir, case_id, modalities=modalities, target=None)
-    probabilities = predict_volume(
-        model, image, patch_size=patch_size, overlap=overlap, pad_multiple=pad_multiple
-    )
+    if len(model.input_shape) == 4:  # (batch, x, y, C): a slice-wise network
+        probabilities = predict_volume_2d(model, image, brain=load_brain(cache_dir, case_id))
+    else:
+        probabilities = predict_volume(model, image, patch_size=patch_size, overlap=overlap,
+                                       pad_multiple=pad_multiple)
     mask = probabilities > threshold
     if postprocess is not None:
         channels = [np.asarray(postprocess(mask[..., k]), dtype=bool) for k in range(mask.shape[-1])]
         mask = np.stack(channels, axis=-1)
     return CasePrediction(case_id=case_id, probabilities=probabilities, mask=mask)
+
+
+def case_dice(
+    model: Any, cache_dir: str | os.PathLike, case_ids: Sequence[str], **predict_options: Any
+) -> dict[str, float]:
+    """Whole-tumour Dice of the binarised prediction of each case, the study's score.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A 2D or 3D whole-tumour network (one output channel).
+    cache_dir : path
+        Prepared cache holding labelled ``case_ids``.
+    case_ids : sequence of str
+        Cases to score.
+    **predict_options
+        Passed to :func:`predict_case` (``modalities``, ``pad_multiple``,
+        ``patch_size``, ``postprocess`` ...).
+
+    Returns
+    -------
+    dict of str to float
+        Dice per case, in the order of ``case_ids``.
+
+    Examples
+    --------
+    >>> scores = case_dice(model, cache, split["val"])  # doctest: +SKIP
+    >>> sum(scores.values()) / len(scores)  # doctest: +SKIP
+    """
+    scores = {}
+    for case_id in case_ids:
+        mask = predict_case(model, cache_dir, case_id, **predict_options).mask[..., 0]
+        scores[case_id] = dice_coefficient(mask, load_case(cache_dir, case_id, target="wt")[1][..., 0])
+    return scores
 
 
 def regions_to_labels(mask: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The U-Net in the Keras functional style, for 2D slices and 3D volumes.
 
 One builder, :func:`unet`, serves both dimensions: the rank of its input shape
-decides whether 2D or 3D convolution, pooling and up-sampling layers are used. Every knob the paper's experiments turn is a keyword
-argument, and ``paper_table1`` builds the paper's best model (its Table 1)
+decides whether 2D or 3D convolution, pooling and up-sampling layers are used
+(MONAI's ``BasicUNet(spatial_dims=...)`` idea). Every knob the paper's
+experiments turn is a keyword argument, and ``paper_table1`` builds the paper's best model (its Table 1)
 from the same helpers.
 
 Shapes are channels-last: inputs ``(batch, x, y, channels)`` in 2D and

@@ -1,0 +1,119 @@
+"""Static checks of the chapter notebooks: structure, sizing only from config.PROFILES, no stored outputs.
+
+Nothing is executed here (``tests/test_course.py`` runs the chapters); the
+checks read the notebooks' JSON and parse their code cells with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tutorial_lib.config import PROFILES
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LIBRARY = sorted((REPO / "tutorial_lib").glob("*.py"))
+
+
+def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
+    return [cell for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
+
+
+def _tree(source: str) -> ast.Module:
+    # IPython magics (%matplotlib inline) are not Python.
+    return ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith("%")))
+
+
+def _strings(tree: ast.AST) -> set[str]:
+    return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def profile_groups_read(tree: ast.AST) -> set[str]:
+    """Groups named by ``get_profile(profile, "<group>", ...)`` calls in ``tree``; ``"*"`` for a variable group.
+
+    Examples
+    --------
+    >>> sorted(profile_groups_read(ast.parse('get_profile(p, "unet3d", epochs=e); get_profile(p)')))
+    ['data', 'unet3d']
+    >>> profile_groups_read(ast.parse('get_profile(p, group)'))
+    {'*'}
+    """
+    groups = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "get_profile":
+            second = node.args[1] if len(node.args) > 1 else ast.Constant("data")
+            groups.add(second.value if isinstance(second, ast.Constant) else "*")
+    return groups
+
+
+def sizing_tables(tree: ast.AST) -> list[int]:
+    """Line numbers of dict literals keyed by two or more profile names: a chapter's own sizing table.
+
+    Examples
+    --------
+    >>> sizing_tables(ast.parse('CHAPTER = {"ci": 1, "laptop": 2}\\nother = {"ci": 1}'))
+    [1]
+    """
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Dict)
+            and len({key.value for key in node.keys if isinstance(key, ast.Constant)} & set(PROFILES)) >= 2]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_opens_with_title_goals_and_one_parameters_cell(path):
+    cells = nbformat.read(path, as_version=4).cells
+    assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# "), "no title first"
+    assert "**You will learn to**" in cells[0].source, "no learning goals in the first cell"
+    tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{len(tagged)} cells tagged 'parameters'"
+    assert re.search(r'^profile = "ci"$', tagged[0].source, re.MULTILINE), "parameters cell sets no profile"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_is_stored_without_outputs(path):
+    stored = [index for index, cell in enumerate(_code_cells(path)) if cell.outputs or cell.execution_count]
+    assert not stored, f"code cells {stored} carry outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_sizes_itself_only_from_profiles(path):
+    tables = {index: sizing_tables(_tree(cell.source)) for index, cell in enumerate(_code_cells(path))}
+    found = {index: lines for index, lines in tables.items() if lines}
+    assert not found, f"per-profile tables in code cells {found}: put the sizes in config.PROFILES"
+    trees = [_tree(cell.source) for cell in _code_cells(path)]
+    assert set().union(*map(profile_groups_read, trees)), "the notebook never calls get_profile"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_prints_no_machine_path(path):
+    # The built book would show the build machine's folders; data.display_path shows them relative.
+    leaks = [index for index, cell in enumerate(_code_cells(path))
+             if re.search(r"\{(cache_dir|run_dir|out_path)(!s)?\}", cell.source)]
+    assert not leaks, f"code cells {leaks} format a path into the output; use data.display_path"
+
+
+def test_every_profile_group_and_key_is_read():
+    notebook_trees = {path.stem: [_tree(cell.source) for cell in _code_cells(path)] for path in NOTEBOOKS}
+    library_trees = {path.stem: ast.parse(path.read_text(encoding="utf-8")) for path in LIBRARY}
+    readers = {name: set().union(*map(profile_groups_read, trees)) for name, trees in notebook_trees.items()}
+    readers.update({f"tutorial_lib.{name}": profile_groups_read(tree) for name, tree in library_trees.items()})
+    for profile, groups in PROFILES.items():
+        for group, settings in groups.items():
+            consumers = [name for name, read in readers.items() if group in read or "*" in read]
+            assert consumers, f"PROFILES[{profile!r}][{group!r}] is read by no notebook or library module"
+            trees = [tree for name in consumers
+                     for tree in (notebook_trees.get(name) or [library_trees[name.split(".", 1)[1]]])]
+            used = set().union(*map(_strings, trees))
+            unread = sorted(set(settings) - used)
+            assert not unread, f"PROFILES[{profile!r}][{group!r}] keys {unread} are read by none of {consumers}"
+
+
+def test_the_checks_catch_what_they_look_for():
+    # The helpers above on code a chapter must not contain.
+    assert sizing_tables(_tree('CHAPTER = {"ci": dict(epochs=2), "gpu": dict(epochs=50)}')) == [1]
+    assert profile_groups_read(_tree('settings = get_profile(profile, "ablations")')) == {"ablations"}
+    assert _strings(_tree('settings["max_cases"]')) == {"max_cases"}

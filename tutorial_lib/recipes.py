@@ -1,0 +1,183 @@
+"""Named training recipes that more than one chapter runs.
+
+A recipe is two functions: one builds the run configuration (a plain,
+hashable dictionary, see :mod:`tutorial_lib.experiments`), the other trains
+it into its run folder and returns the numbers the chapters tabulate. Since
+the configuration names the run folder, a chapter that describes the same
+network as another (chapter 07 reusing chapter 06's) finds it trained.
+
+* :func:`unet2d_config` / :func:`train_unet2d`: a 2D U-Net on axial FLAIR
+  slices, its best epoch chosen by the Dice of whole validation volumes
+  (chapters 02 and 04);
+* :func:`unet3d_config` / :func:`train_unet3d`: a 3D U-Net on whole volumes
+  or tumour-centred patches, validated on whole volumes (chapter 05's
+  ablations, and the patch network of chapters 06 and 07).
+
+Every configuration carries ``data`` (:func:`tutorial_lib.experiments.data_id`
+of the cache) and ``profile``, so runs on different data never mix; the
+training functions take the cache folder itself as ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from tutorial_lib import datasets, inference, losses, models, training
+from tutorial_lib.config import get_profile
+from tutorial_lib.data import TARGETS, load_manifest, modality_indices
+from tutorial_lib.experiments import data_id
+
+__all__ = [
+    "VolumeDiceCallback",
+    "unet2d_config",
+    "train_unet2d",
+    "unet3d_config",
+    "build_unet3d",
+    "train_unet3d",
+]
+
+# Validation metric of the 2D recipe: Keras' per-slice val_dice rewards empty slices.
+VOLUME_DICE = "val_volume_dice"
+
+
+class VolumeDiceCallback(keras.callbacks.Callback):
+    """Puts the mean whole-volume Dice of ``case_ids`` into the epoch's logs as ``val_volume_dice``.
+
+    Runs before :func:`tutorial_lib.training.train`'s logger and checkpoint,
+    so the value is written to ``history.csv`` and can choose the best epoch.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike, case_ids: list[str], **predict_options: Any) -> None:
+        super().__init__()
+        self.cache_dir, self.case_ids, self.predict_options = cache_dir, case_ids, predict_options
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        scores = inference.case_dice(self.model, self.cache_dir, self.case_ids, **self.predict_options)
+        if logs is not None:
+            logs[VOLUME_DICE] = float(np.mean(list(scores.values())))
+
+
+def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **changes: Any) -> dict[str, Any]:
+    """Configuration of a 2D U-Net run named ``group``, sized by ``get_profile(profile, group)``.
+
+    ``group`` is ``"baseline_2d"`` (chapter 02) or ``"losses"`` (chapter 04);
+    its ``epochs``, ``batch_size``, ``slice_step`` and ``filters`` are used.
+    ``changes`` replace single keys (``loss``, ``learning_rate``, ``dropout``,
+    ``filters``, ``epochs`` ...); an unknown key raises ``ValueError``.
+
+    Examples
+    --------
+    >>> unet2d_config("ci", cache, "losses", loss="cosine")["loss"]  # doctest: +SKIP
+    'cosine'
+    """
+    sizes = get_profile(profile, group)
+    base = dict(run=group, data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
+                batch_size=sizes["batch_size"], slice_step=sizes["slice_step"], filters=list(sizes["filters"]),
+                oversample_tumour=2, dropout=0.0, loss="dice_probability", loss_options={},
+                learning_rate=1e-3, seed=0)
+    return _merge(base, changes)
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    # Tuples become lists so that a configuration hashes and reads back the same from JSON.
+    unknown = sorted(set(changes) - set(base))
+    if unknown:
+        raise ValueError(f"not a configuration key: {unknown}; valid keys are {sorted(base)}")
+    return {**base, **{key: list(value) if isinstance(value, tuple) else value for key, value in changes.items()}}
+
+
+def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """Train the 2D U-Net of ``config`` on training slices; a ``run_fn`` for :func:`~tutorial_lib.experiments.run_grid`.
+
+    Returns
+    -------
+    dict
+        ``parameters``, ``seconds`` (of this call), ``val_volume_dice`` (the
+        best epoch's mean whole-volume validation Dice) and ``val_slice_dice``
+        (Keras' per-slice mean at that epoch).
+    """
+    keras.utils.set_random_seed(config["seed"])
+    grid = tuple(load_manifest(cache_dir)["shape"])
+    model = models.unet(grid[:2] + (1,), filters=config["filters"], dropout=config["dropout"])
+    slices = dict(batch_size=config["batch_size"], slice_step=config["slice_step"], seed=config["seed"])
+    train_slices = datasets.SliceDataset(cache_dir, "train", shuffle=True,
+                                         oversample_tumour=config["oversample_tumour"], **slices)
+    val_slices = datasets.SliceDataset(cache_dir, "val", **slices)
+    start = time.perf_counter()
+    history = training.train(
+        model, train_slices, val_slices, out_dir=run_dir, epochs=config["epochs"],
+        loss=losses.get_loss(config["loss"], **config["loss_options"]), learning_rate=config["learning_rate"],
+        seed=config["seed"], verbose=0, monitor=VOLUME_DICE,
+        callbacks=[VolumeDiceCallback(cache_dir, val_slices.case_ids)])
+    best = int(np.argmax(history.history[VOLUME_DICE]))
+    return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
+            VOLUME_DICE: history.history[VOLUME_DICE][best], "val_slice_dice": history.history["val_dice"][best]}
+
+
+def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **changes: Any) -> dict[str, Any]:
+    """Configuration of a 3D U-Net run named ``group``, sized by ``get_profile(profile, group)``.
+
+    ``group`` is ``"ablations"`` (chapter 05) or ``"patch_unet"`` (chapters 06
+    and 07); its ``epochs``, ``filters``, ``batch_size``, ``patch_shape``
+    (``None``: whole volumes), ``patches_per_case`` and, where it has one,
+    ``modalities`` are used. The rest follows the study's final choices where
+    they were clear (3x3x3 kernels, transposed convolutions, ReLU, Adam), with
+    two convolutions per level, every skip and no dropout. ``changes``
+    replace single keys; an unknown key raises ``ValueError``.
+
+    Examples
+    --------
+    >>> unet3d_config("ci", cache, "ablations", kernel_size=5)["kernel_size"]  # doctest: +SKIP
+    5
+    """
+    sizes = get_profile(profile, group)
+    base = dict(run=group, data=data_id(cache_dir), profile=profile, modalities=sizes.get("modalities", "all"),
+                target="wt", filters=list(sizes["filters"]), kernel_size=3, convs_per_level=2, skips="all",
+                upsampling="transpose", dropout=0.0, activation="relu", residual=False, optimizer="adam",
+                learning_rate=3e-3, epochs=sizes["epochs"], batch_size=sizes["batch_size"],
+                patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
+                tumour_fraction=0.9, seed=0)
+    return _merge(base, changes)
+
+
+def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """Train the 3D U-Net of ``config``; a ``run_fn`` for :func:`~tutorial_lib.experiments.run_grid`.
+
+    Returns
+    -------
+    dict
+        ``parameters``, ``seconds`` (of this call), ``best_val_dice`` (the kept
+        epoch), ``val_dice`` and ``train_dice`` (the last epoch).
+    """
+    keras.utils.set_random_seed(config["seed"])
+    model = build_unet3d(config)
+    common = dict(modalities=config["modalities"], target=config["target"], batch_size=config["batch_size"],
+                  seed=config["seed"])
+    if config["patch_shape"] is None:
+        train_data = datasets.VolumeDataset(cache_dir, "train", shuffle=True, **common)
+    else:
+        train_data = datasets.PatchDataset(cache_dir, "train", patch_shape=config["patch_shape"],
+                                           patches_per_case=config["patches_per_case"],
+                                           tumour_fraction=config["tumour_fraction"], shuffle=True, **common)
+    val_data = datasets.VolumeDataset(cache_dir, "val", modalities=config["modalities"], target=config["target"])
+    start = time.perf_counter()
+    history = training.train(model, train_data, val_data, out_dir=run_dir, epochs=config["epochs"],
+                             optimizer=config["optimizer"], learning_rate=config["learning_rate"],
+                             seed=config["seed"], verbose=0).history
+    return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
+            "best_val_dice": max(history["val_dice"]), "val_dice": history["val_dice"][-1],
+            "train_dice": history["dice"][-1]}
+
+
+def build_unet3d(config: dict[str, Any]) -> keras.Model:
+    """The fully convolutional 3D U-Net of ``config``: any input size, so patches and volumes alike."""
+    channels = len(modality_indices(config["modalities"]))
+    options = {key: config[key] for key in ("filters", "kernel_size", "convs_per_level", "skips",
+                                            "upsampling", "dropout", "activation", "residual")}
+    return models.unet((None, None, None, channels), num_classes=len(TARGETS[config["target"]]), **options)
