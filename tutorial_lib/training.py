@@ -423,6 +423,15 @@ def _columns(rows: list[dict[str, float]]) -> list[str]:
     return names
 
 
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete the temporary files of a killed run (``atomic_path`` names them ``.<name>.*``)."""
+    leftovers = [out_dir.glob(f".{name}.*") for name in (BEST_FILE, HISTORY_FILE, FINAL_WEIGHTS_FILE, DONE_FILE)]
+    leftovers.append((out_dir / BACKUP_DIR).glob(".*"))
+    for group in leftovers:
+        for path in group:
+            path.unlink(missing_ok=True)
+
+
 class _CommitEpochs(keras.callbacks.Callback):
     """Best model, backup and history of a run, written so that a kill never tears them.
 
@@ -435,23 +444,28 @@ class _CommitEpochs(keras.callbacks.Callback):
 
     def __init__(self, out_dir: Path, monitor: str, nan_guard: _StopOnNonFiniteLoss, reader: Any) -> None:
         super().__init__()
-        self.out_dir, self.backup, self.monitor = out_dir, out_dir / BACKUP_DIR, monitor
-        self.nan_guard, self.reader = nan_guard, reader
-        self.rows: list[dict[str, float]] = []
-        self.best: float | None = None
+        self.out_dir, self.backup, self.monitor, self.nan_guard = out_dir, out_dir / BACKUP_DIR, monitor, nan_guard
+        _remove_temporaries(out_dir)
+        self.state = _read_state(self.backup)
+        self.rows: list[dict[str, float]] = [] if self.state is None else self.state["history"]
+        self.best: float | None = None if self.state is None else self.state["best"]
+        self.start = 0 if self.state is None else self.state["epoch"] + 1
         self.failure: str | None = None
+        self.reader = reader if hasattr(reader, "set_epoch") else None
+        # Before fit too: Keras fetches the first batches (to build the model) before any callback runs.
+        self.on_epoch_begin(self.start)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # A cache reader's order depends on its epoch; Keras' epoch is the one that survives a resume.
+        if self.reader is not None and self.reader.epoch != epoch:
+            self.reader.set_epoch(epoch)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        state = _read_state(self.backup)
-        start = 0
-        if state is not None:
-            self._restore(state["weights"])
-            self.rows, self.best, start = state["history"], state["best"], state["epoch"] + 1
+        if self.state is not None:
+            self._restore(self.state["weights"])
             _write_history(self.out_dir / HISTORY_FILE, self.rows)
         # Keras' own BackupAndRestore resumes the same way, through fit's starting epoch.
-        self.model._initial_epoch = start
-        if hasattr(self.reader, "set_epoch"):
-            self.reader.set_epoch(start)
+        self.model._initial_epoch = self.start
 
     def _restore(self, weights: Path) -> None:
         if self.model.optimizer is not None and not self.model.optimizer.built:
@@ -612,7 +626,9 @@ def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> di
     else:
         if batch_size is not None:
             raise ValueError("batch_size only applies to (x, y) arrays; datasets batch themselves")
-        arguments["x"] = train_data
+        # fit's shuffle would reorder a PyDataset's batches with Python's global RNG, which a
+        # resumed run does not reproduce; the readers shuffle by seed and epoch themselves.
+        arguments.update(x=train_data, shuffle=False)
     return arguments
 
 
