@@ -13,10 +13,14 @@ import keras
 import numpy as np
 import pytest
 
-from tutorial_lib import metrics
+from tutorial_lib import metrics, training
+from tutorial_lib.datasets import VolumeDataset
 from tutorial_lib.training import (
+    DamagedBackupError,
     DiceMetric,
+    NonFiniteDataError,
     NonFiniteLossError,
+    NonFiniteWeightsError,
     distribution_scope,
     load_history,
     precision_scope,
@@ -122,6 +126,9 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 0, batch 0.*learning_rate"):
         train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, loss=nan_loss, **FAST)
     assert load_history(tmp_path).index.tolist() == [0]  # stopped in the first epoch
+    # The weights were updated with NaN gradients: nothing of them may be saved.
+    assert not (tmp_path / "best.keras").exists() and not (tmp_path / "backup").exists()
+    assert not (tmp_path / "final.weights.h5").exists()
 
 
 @pytest.mark.parametrize(
@@ -233,3 +240,169 @@ def test_dice_metric_sample_weight():
     metric = DiceMetric()
     metric.update_state(truth, prediction, sample_weight=np.array([3.0, 1.0]))
     assert float(metric.result()) == pytest.approx(0.75)
+
+
+# ----------------------------------------------------------------------------- faults (issue 10)
+
+
+def _assert_finite_file(path: Path) -> None:
+    model = tiny_model()
+    model.load_weights(str(path)) if path.suffix == ".h5" else model.set_weights(
+        keras.saving.load_model(path, compile=False).get_weights())
+    assert all(np.isfinite(weight).all() for weight in model.get_weights()), path
+
+
+@pytest.mark.parametrize("which, part, index", [("train_data", 0, (1, 2, 3, 1, 0)), ("val_data", 0, (0, 0, 0, 0, 0)),
+                                                ("train_data", 1, (3, 7, 7, 3, 0))])
+def test_non_finite_arrays_are_refused_before_training(tmp_path, which, part, index):
+    data = {"train_data": tiny_data(), "val_data": tiny_data(seed=1)}
+    broken = list(data[which])
+    broken[part] = broken[part].copy()
+    broken[part][index] = np.nan  # one voxel, as in the issue: the loss would stay finite
+    data[which] = tuple(broken)
+    name = f"{which} {'xy'[part]}"
+    with pytest.raises(NonFiniteDataError, match=rf"{name}: 1 non-finite.*index \[{', '.join(map(str, index))}\]"):
+        train(tiny_model(), data["train_data"], data["val_data"], out_dir=tmp_path, epochs=1, **FAST)
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+class PoisonWeights(keras.callbacks.Callback):
+    """Set the first kernel to NaN after the last batch of ``epoch``: the loss never sees it."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch, self.current = epoch, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == 1:  # 4 samples, batch 2: the last batch
+            kernel = self.model.layers[1].kernel
+            kernel.assign(keras.ops.full(kernel.shape, float("nan")))
+
+
+def test_non_finite_weights_stop_training_and_are_never_saved(tmp_path):
+    with pytest.raises(NonFiniteWeightsError, match=r"weight variable\(s\) became NaN or inf during epoch 1.*kernel"):
+        train(tiny_model(), tiny_data(), tiny_data(seed=1), out_dir=tmp_path, epochs=2,
+              callbacks=[PoisonWeights(epoch=1)], **FAST)
+    assert not (tmp_path / "final.weights.h5").exists() and not (tmp_path / "done.json").exists()
+    state = json.loads((tmp_path / "backup" / "state.json").read_text())
+    assert state["epoch"] == 0  # epoch 1 was not committed
+    _assert_finite_file(tmp_path / "backup" / state["weights"])
+    _assert_finite_file(tmp_path / "best.keras")
+
+
+def test_damaged_backup_is_reported_with_a_hint(tmp_path):
+    data = tiny_data()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_model(), data, out_dir=tmp_path, epochs=3, callbacks=[EpochRecorder(fail_at=2)], **FAST)
+    (weights,) = (tmp_path / "backup").glob("*.weights.h5")
+    weights.write_bytes(weights.read_bytes()[:1000])  # a torn file, as a kill mid-write leaves
+    with pytest.raises(DamagedBackupError, match=rf"{weights.name}.*cannot be read.*overwrite=True"):
+        train(tiny_model(), data, out_dir=tmp_path, epochs=3, **FAST)
+    (tmp_path / "backup" / "state.json").write_text('{"epoch": 1, "weig')
+    with pytest.raises(DamagedBackupError, match=r"state.json.*overwrite=True"):
+        train(tiny_model(), data, out_dir=tmp_path, epochs=3, **FAST)
+    history = train(tiny_model(), data, out_dir=tmp_path, epochs=3, overwrite=True, **FAST)
+    assert history.epoch == [0, 1, 2]
+
+
+class LogVolumeDice(keras.callbacks.Callback):
+    """A caller's metric written into the epoch's logs, and the weights at each epoch end."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.weights = values, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_volume_dice"] = self.values[epoch]
+        self.weights.append(self.model.get_weights())
+
+
+def test_caller_callbacks_run_first_and_can_be_monitored(tmp_path):
+    recorder = LogVolumeDice([0.2, 0.9, 0.5])  # best at epoch 1
+    history = train(tiny_model(), tiny_data(), tiny_data(seed=1), out_dir=tmp_path, epochs=3,
+                    callbacks=[recorder], monitor="val_volume_dice", learning_rate=1e-2, **FAST)
+    assert history.history["val_volume_dice"] == [0.2, 0.9, 0.5]
+    assert load_history(tmp_path)["val_volume_dice"].tolist() == [0.2, 0.9, 0.5]
+    best = keras.saving.load_model(tmp_path / "best.keras", compile=False).get_weights()
+    for kept, at_epoch_1 in zip(best, recorder.weights[1]):
+        np.testing.assert_array_equal(kept, at_epoch_1)
+    assert not np.array_equal(best[0], recorder.weights[2][0])
+
+
+def cache_model() -> keras.Model:
+    """(batch, 48, 48, 40, 1) -> same: the tiny cache's grid, two small convolutions."""
+    inputs = keras.Input((48, 48, 40, 1))
+    hidden = keras.layers.Conv3D(2, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Conv3D(1, 1, activation="sigmoid")(hidden))
+
+
+class RecordingReader(VolumeDataset):
+    """Remembers which cases each (epoch, batch) held."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen: dict[tuple[int, int], list[str]] = {}
+
+    def __getitem__(self, index):
+        self.seen[(self.epoch, index)] = self._batch_items(index)
+        return super().__getitem__(index)
+
+
+class Killed(Exception):
+    """Stands for a kill: raised between two writes of an epoch's commit."""
+
+
+def _run_on_cache(cache, out_dir, epochs=3):
+    keras.utils.set_random_seed(0)
+    reader = RecordingReader(cache, "train", shuffle=True, seed=5)
+    history = train(cache_model(), reader, out_dir=out_dir, epochs=epochs, callbacks=[LogVolumeDice([1, 2, 3])],
+                    monitor="val_volume_dice", learning_rate=1e-2, seed=0, verbose=0, jit_compile=False)
+    return reader, history
+
+
+# (method of the committing callback, kill before or after it) at epoch 1
+KILL_POINTS = [("_save_best", "before"), ("_save_best", "after"), ("_save_weights", "after"),
+               ("_write_state", "before"), ("_write_state", "after")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_cache, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    reader, history = _run_on_cache(tiny_cache, folder)
+    return reader.seen, history.history, keras.saving.load_model(folder / "best.keras", compile=False).get_weights()
+
+
+@pytest.mark.parametrize("method, when", KILL_POINTS)
+def test_a_kill_at_any_point_resumes_like_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch, uninterrupted,
+                                                               method, when):
+    original = getattr(training._CommitEpochs, method)
+
+    def killed(self, *args):
+        if len(self.rows) == 1 and when == "before":  # epoch 0 committed, epoch 1 under way
+            raise Killed(method)
+        original(self, *args)
+        if len(self.rows) == 1 and when == "after":
+            raise Killed(method)
+
+    monkeypatch.setattr(training._CommitEpochs, method, killed)
+    with pytest.raises(Killed):
+        _run_on_cache(tiny_cache, tmp_path)
+    monkeypatch.setattr(training._CommitEpochs, method, original)
+    (tmp_path / "backup" / ".state.json.x1y2.tmp").write_text("{")  # as kill -9 during a write leaves
+    resumed_seen = _run_on_cache(tiny_cache, tmp_path)[0].seen
+    seen, reference, best = uninterrupted
+    assert json.loads((tmp_path / "done.json").read_text()) == {"epochs": 3} and not (tmp_path / "backup").exists()
+    assert load_history(tmp_path).index.tolist() == [0, 1, 2]
+    frame = load_history(tmp_path)
+    for name, values in reference.items():
+        np.testing.assert_allclose(frame[name].tolist(), values, rtol=1e-5, err_msg=name)
+    for key, ids in resumed_seen.items():
+        assert seen[key] == ids, f"epoch {key[0]}, batch {key[1]}: {ids} instead of {seen[key]}"
+    assert {epoch for epoch, _ in resumed_seen} >= {2}  # the resumed run trained the last epoch itself
+    kept = keras.saving.load_model(tmp_path / "best.keras", compile=False).get_weights()
+    for a, b in zip(kept, best):
+        np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -29,6 +29,9 @@ from tutorial_lib.config import BRATS, get_profile
 
 __all__ = [
     "TARGETS",
+    "NonFiniteDataError",
+    "non_finite_count",
+    "check_finite",
     "load_manifest",
     "load_split",
     "resolve_case_ids",
@@ -45,6 +48,47 @@ __all__ = [
 # Target name -> BraTS regions stacked as channels.
 TARGETS: Mapping[str, tuple[str, ...]] = {"wt": ("WT",), "regions": ("WT", "TC", "ET")}
 _REPO = Path(__file__).resolve().parents[1]
+
+
+class NonFiniteDataError(ValueError):
+    """An image holds NaN or infinite values; the message names the file or array.
+
+    Training on such a value does not fail by itself: a ReLU turns NaN into 0,
+    so the loss stays finite while the first kernel becomes NaN.
+    """
+
+
+def non_finite_count(array: np.ndarray) -> int:
+    """Number of NaN/inf values in ``array`` (0 for integer and boolean arrays).
+
+    A float32 sum screens the array in one vectorised pass (NaN and inf
+    propagate through it); only a non-finite sum, rare and possibly an
+    overflow of large finite values, pays for the exact element-wise count.
+
+    Examples
+    --------
+    >>> non_finite_count(np.array([1.0, np.nan, np.inf], np.float16))
+    2
+    >>> non_finite_count(np.array([3, 4]))
+    0
+    """
+    array = np.asarray(array)
+    if array.dtype.kind not in "fc":
+        return 0
+    # float16 sums would overflow at 65504; float32 accumulation is still one pass.
+    if np.isfinite(array.sum(dtype=np.float32 if array.dtype.itemsize < 4 else None)):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(array)))
+
+
+def check_finite(array: np.ndarray, where: Any) -> None:
+    """Raise :class:`NonFiniteDataError` naming ``where`` if ``array`` holds NaN or inf."""
+    bad = non_finite_count(array)
+    if bad:
+        raise NonFiniteDataError(
+            f"{where}: {bad} non-finite value(s) (NaN or inf) of {np.asarray(array).size}; "
+            "training on them gives NaN weights. Prepare the case again or leave it out."
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -164,8 +208,23 @@ def labels_to_target(label: np.ndarray, target: str = "wt") -> np.ndarray:
 
 
 def open_array(cache_dir: str | os.PathLike[str], case_id: str, name: str) -> np.ndarray:
-    """Memory-map ``<cache>/cases/<case_id>/<name>.npy`` (``image``, ``label`` or ``brain``) read-only."""
-    return np.load(Path(cache_dir) / "cases" / case_id / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+    """Memory-map ``<cache>/cases/<case_id>/<name>.npy`` (``image``, ``label`` or ``brain``) read-only.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file is missing.
+    ValueError
+        If it is not a plain ``.npy`` array (empty, truncated, pickled); the message names it.
+    """
+    path = Path(cache_dir) / "cases" / case_id / f"{name}.npy"
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as error:
+        # np.load's own messages ("Object arrays cannot be loaded...") do not say which file.
+        raise ValueError(f"{path}: not a readable .npy array ({error}); prepare the case again") from error
 
 
 def load_case(
@@ -201,6 +260,8 @@ def load_case(
     ------
     FileNotFoundError
         If the case is not in the cache.
+    NonFiniteDataError
+        If the selected image channels hold NaN or inf (the message names the file).
     ValueError
         For unknown modalities or target.
     """
@@ -210,6 +271,7 @@ def load_case(
     if not (cache_dir / "cases" / case_id / "case.json").is_file():
         raise FileNotFoundError(f"{cache_dir / 'cases' / case_id}: case not in the cache")
     image = np.asarray(open_array(cache_dir, case_id, "image")[..., channels], dtype=np.float32)
+    check_finite(image, cache_dir / "cases" / case_id / "image.npy")
     if target is None or not (cache_dir / "cases" / case_id / "label.npy").is_file():
         return image, None
     label = np.asarray(open_array(cache_dir, case_id, "label"))

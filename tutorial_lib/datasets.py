@@ -16,7 +16,9 @@ Everything returned is float32 and channels-last:
 default). ``K`` is 1 for ``target="wt"`` (whole tumour) and 3 for
 ``target="regions"`` (WT, TC, ET). Shuffling and random patches depend only on
 ``seed``, the epoch and the batch index, so runs repeat exactly whatever the
-number of workers.
+number of workers, and a resumed run continues the same sequence
+(``set_epoch``). Every batch is checked for NaN and inf (one float32 sum);
+a bad case raises :class:`tutorial_lib.data.NonFiniteDataError` naming its file.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ import numpy as np
 
 from tutorial_lib.data import (
     TARGETS,
+    check_finite,
     labels_to_target,
+    non_finite_count,
     load_manifest,
     modality_indices,
     open_array,
@@ -88,7 +92,17 @@ class _CacheDataset(keras.utils.PyDataset):
         return math.ceil(len(self.items) / self.batch_size)
 
     def on_epoch_end(self) -> None:
-        self.epoch += 1
+        self.set_epoch(self.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle (and draw patches) as for ``epoch``; :func:`tutorial_lib.training.train` calls it on resume.
+
+        Orders depend only on ``seed`` and the epoch, so a run resumed at epoch
+        ``k`` visits the cases as an uninterrupted run does from epoch ``k``.
+        """
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
+        self.epoch = epoch
         self._order = self._permutation()
 
     def _batch_items(self, index: int) -> list[Any]:
@@ -100,8 +114,12 @@ class _CacheDataset(keras.utils.PyDataset):
     def _image(self, case_id: str) -> np.ndarray:
         return open_array(self.cache_dir, case_id, "image")
 
-    def _pair(self, images: list[np.ndarray], labels: list[np.ndarray]) -> Any:
+    def _pair(self, ids: list[str], images: list[np.ndarray], labels: list[np.ndarray]) -> Any:
         x = np.stack([np.asarray(image[..., self.channels], np.float32) for image in images])
+        # One float32 sum screens the batch; the case is looked for only when it fails.
+        if non_finite_count(x):
+            for case_id, image in zip(ids, x):
+                check_finite(image, self.cache_dir / "cases" / case_id / "image.npy")
         return x if self.target is None else (x, labels_to_target(np.stack(labels), self.target))
 
 
@@ -152,7 +170,7 @@ class VolumeDataset(_CacheDataset):
     def __getitem__(self, index: int) -> Any:
         ids = self._batch_items(index)
         labels = [] if self.target is None else [open_array(self.cache_dir, i, "label") for i in ids]
-        return self._pair([self._image(case_id) for case_id in ids], labels)
+        return self._pair(ids, [self._image(case_id) for case_id in ids], labels)
 
 
 class SliceDataset(_CacheDataset):
@@ -218,7 +236,7 @@ class SliceDataset(_CacheDataset):
         items = self._batch_items(index)
         images = [self._image(case_id)[:, :, z] for case_id, z in items]
         labels = [open_array(self.cache_dir, case_id, "label")[:, :, z] for case_id, z in items]
-        return self._pair(images, labels)
+        return self._pair([case_id for case_id, _ in items], images, labels)
 
 
 class PatchDataset(_CacheDataset):
@@ -289,12 +307,12 @@ class PatchDataset(_CacheDataset):
         return np.clip(centre - patch // 2, 0, grid - patch)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for slot, case_id in enumerate(self._batch_items(index)):
+        images, labels, ids = [], [], self._batch_items(index)
+        for slot, case_id in enumerate(ids):
             rng = np.random.default_rng([self.seed, self.epoch, index, slot])
             label = open_array(self.cache_dir, case_id, "label")
             start = self._corner(rng, case_id, np.asarray(label))
             window = tuple(slice(s, s + p) for s, p in zip(start, self.patch_shape))
             images.append(self._image(case_id)[window])
             labels.append(label[window])
-        return self._pair(images, labels)
+        return self._pair(ids, images, labels)

@@ -6,8 +6,18 @@ and :class:`DiceMetric`, then fits it while
 * keeping the best model by validation Dice in ``out_dir/best.keras``,
 * backing up every epoch to ``out_dir/backup`` so that an interrupted run
   continues where it stopped when ``train`` is called again,
-* appending one row per epoch to ``out_dir/history.csv``,
-* stopping with :class:`NonFiniteLossError` when the loss becomes NaN/inf.
+* logging one row per epoch to ``out_dir/history.csv``,
+* refusing NaN/inf inputs (:class:`tutorial_lib.data.NonFiniteDataError`) and
+  stopping with :class:`NonFiniteLossError` when the loss or a weight becomes
+  NaN/inf; no file with a non-finite weight is ever written.
+
+Every file is written under a temporary name and renamed. At each epoch end
+the backup's weights (with the optimizer state) go to a new file, then one
+JSON file, ``backup/state.json``, commits the epoch, the name of that
+weights file and every history row so far; ``history.csv`` is rewritten
+from it. A run killed at any point thus resumes from the last committed
+epoch with exactly its history, and a cache reader continues the same
+shuffling (:meth:`tutorial_lib.datasets.VolumeDataset.set_epoch`).
 
 A finished run writes ``out_dir/final.weights.h5`` and ``out_dir/done.json``;
 calling ``train`` again with the same ``out_dir`` loads those weights into
@@ -41,10 +51,14 @@ from keras import ops
 
 from tutorial_lib import losses as losses_module
 from tutorial_lib._files import atomic_path, write_json_atomic
+from tutorial_lib.data import NonFiniteDataError, non_finite_count
 
 __all__ = [
     "DiceMetric",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
+    "NonFiniteDataError",
+    "DamagedBackupError",
     "gpu_available",
     "precision_scope",
     "distribution_scope",
@@ -59,6 +73,7 @@ BEST_FILE = "best.keras"
 FINAL_WEIGHTS_FILE = "final.weights.h5"
 DONE_FILE = "done.json"
 BACKUP_DIR = "backup"
+STATE_FILE = "state.json"
 
 
 # Floor of DiceMetric's sample count, so result() is 0 rather than 0/0 before any update.
@@ -130,6 +145,14 @@ class DiceMetric(keras.metrics.Metric):
 
 class NonFiniteLossError(FloatingPointError):
     """Raised by :func:`train` when the training loss becomes NaN or infinite."""
+
+
+class NonFiniteWeightsError(NonFiniteLossError):
+    """Raised by :func:`train` when a weight becomes NaN or infinite (the loss may still be finite)."""
+
+
+class DamagedBackupError(OSError):
+    """The backup of an interrupted run cannot be read; the message names the file and how to restart."""
 
 
 def _policy_name(mixed_precision: str | None) -> str:
@@ -353,18 +376,154 @@ class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
         super().on_batch_end(batch, logs)
 
 
-class _AtomicBestCheckpoint(keras.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that saves to a temporary name, then renames it into place."""
+def non_finite_weights(model: keras.Model) -> list[str]:
+    """Paths of the model's float variables holding NaN or inf (empty when all are finite).
 
-    def __init__(self, path: Path, **kwargs: Any) -> None:
-        self.final_path = path
-        self.temporary_path = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        super().__init__(str(self.temporary_path), save_best_only=True, **kwargs)
+    One fused reduction on the device screens every variable; names are
+    looked up only when it fails.
+    """
+    variables = [v for v in model.weights if "float" in str(v.dtype)]
+    if not variables or bool(ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in variables]))):
+        return []
+    return [v.path for v in variables if not bool(ops.all(ops.isfinite(v)))]
+
+
+def _read_state(backup: Path) -> dict[str, Any] | None:
+    """The committed state of an interrupted run, or None when there is none."""
+    path = backup / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+        weights = backup / state["weights"]
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} is missing")
+        return {**state, "weights": weights}
+    except (ValueError, KeyError, TypeError, OSError) as error:
+        raise _damaged(path, error) from error
+
+
+def _damaged(path: Path, error: BaseException) -> DamagedBackupError:
+    return DamagedBackupError(
+        f"{path}: the backup of the interrupted run cannot be read ({type(error).__name__}: {error}). "
+        f"To start this run again from epoch 0, pass overwrite=True to train() "
+        f"or delete {path.parent}."
+    )
+
+
+def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    with atomic_path(path, suffix=".csv") as temporary:
+        pd.DataFrame(rows, columns=_columns(rows)).to_csv(temporary, index=False)
+
+
+def _columns(rows: list[dict[str, float]]) -> list[str]:
+    names = ["epoch"]
+    for row in rows:
+        names += [name for name in row if name not in names]
+    return names
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete the temporary files of a killed run (``atomic_path`` names them ``.<name>.*``)."""
+    leftovers = [out_dir.glob(f".{name}.*") for name in (BEST_FILE, HISTORY_FILE, FINAL_WEIGHTS_FILE, DONE_FILE)]
+    leftovers.append((out_dir / BACKUP_DIR).glob(".*"))
+    for group in leftovers:
+        for path in group:
+            path.unlink(missing_ok=True)
+
+
+class _CommitEpochs(keras.callbacks.Callback):
+    """Best model, backup and history of a run, written so that a kill never tears them.
+
+    At each epoch end, once the loss and every weight are known to be finite:
+    ``best.keras`` (if the monitored value improved), then
+    ``backup/epoch-<n>.weights.h5``, then ``history.csv`` and finally the
+    commit, ``backup/state.json`` (epoch, weights file, history rows, best
+    value); older weights files are deleted last. Each write is a rename.
+    """
+
+    def __init__(self, out_dir: Path, monitor: str, nan_guard: _StopOnNonFiniteLoss, reader: Any) -> None:
+        super().__init__()
+        self.out_dir, self.backup, self.monitor, self.nan_guard = out_dir, out_dir / BACKUP_DIR, monitor, nan_guard
+        _remove_temporaries(out_dir)
+        self.state = _read_state(self.backup)
+        self.rows: list[dict[str, float]] = [] if self.state is None else self.state["history"]
+        self.best: float | None = None if self.state is None else self.state["best"]
+        self.start = 0 if self.state is None else self.state["epoch"] + 1
+        self.failure: str | None = None
+        self.reader = reader if hasattr(reader, "set_epoch") else None
+        # Before fit too: Keras fetches the first batches (to build the model) before any callback runs.
+        self.on_epoch_begin(self.start)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        # A cache reader's order depends on its epoch; Keras' epoch is the one that survives a resume.
+        if self.reader is not None and self.reader.epoch != epoch:
+            self.reader.set_epoch(epoch)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.state is not None:
+            self._restore(self.state["weights"])
+            _write_history(self.out_dir / HISTORY_FILE, self.rows)
+        # Keras' own BackupAndRestore resumes the same way, through fit's starting epoch.
+        self.model._initial_epoch = self.start
+
+    def _restore(self, weights: Path) -> None:
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            # Without its variables the optimizer state in the file would be skipped.
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(str(weights))
+        except Exception as error:  # noqa: BLE001 - h5py reports a torn file in many ways
+            raise _damaged(weights, error) from error
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        super().on_epoch_end(epoch, logs)
-        if self.temporary_path.exists():
-            os.replace(self.temporary_path, self.final_path)
+        row = {"epoch": epoch, **{name: float(value) for name, value in (logs or {}).items()}}
+        self.failure = self._problem(epoch)
+        if self.failure is not None:
+            # The failed epoch is logged for diagnosis but neither kept nor committed.
+            self.model.stop_training = True
+            _write_history(self.out_dir / HISTORY_FILE, self.rows + [row])
+            return
+        value = row.get(self.monitor)
+        if value is not None and np.isfinite(value) and (self.best is None or value > self.best):
+            self._save_best()
+            self.best = value
+        self._commit(epoch, row)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.model._initial_epoch = None
+
+    def _problem(self, epoch: int) -> str | None:
+        if self.nan_guard.failure is not None:
+            epoch, batch, value = self.nan_guard.failure
+            return f"training loss became {value} at epoch {epoch}, batch {batch}"
+        bad = non_finite_weights(self.model)
+        if bad:
+            return f"{len(bad)} weight variable(s) became NaN or inf during epoch {epoch}: {bad[:5]}"
+        return None
+
+    def _save_best(self) -> None:
+        with atomic_path(self.out_dir / BEST_FILE, suffix=".keras") as temporary:
+            self.model.save(str(temporary), overwrite=True)
+
+    def _commit(self, epoch: int, row: dict[str, float]) -> None:
+        weights = self.backup / f"epoch-{epoch:05d}.weights.h5"
+        self._save_weights(weights)
+        rows = self.rows + [row]
+        _write_history(self.out_dir / HISTORY_FILE, rows)
+        self._write_state({"epoch": epoch, "weights": weights.name, "history": rows, "best": self.best})
+        self.rows = rows
+        for old in self.backup.glob("epoch-*.weights.h5"):
+            if old != weights:
+                old.unlink(missing_ok=True)
+
+    def _save_weights(self, path: Path) -> None:
+        # Keras picks the weights format from the file name, so the temporary keeps the suffix.
+        with atomic_path(path, suffix=".weights.h5") as temporary:
+            self.model.save_weights(str(temporary))
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        write_json_atomic(self.backup / STATE_FILE, state)
 
 
 def _make_optimizer(
@@ -398,16 +557,6 @@ def _check_precision(model: keras.Model, mixed_precision: str | None) -> str:
     return policy
 
 
-def _previous_best(out_dir: Path, monitor: str) -> float | None:
-    try:
-        frame = load_history(out_dir)
-    except FileNotFoundError:
-        return None
-    if monitor not in frame or frame[monitor].dropna().empty:
-        return None
-    return float(frame[monitor].max())
-
-
 def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
     """Create ``out_dir``; return True if it already holds this finished run."""
     done_path = out_dir / DONE_FILE
@@ -424,17 +573,47 @@ def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
                 "choose another out_dir or pass overwrite=True"
             )
         return True
-    if not (out_dir / BACKUP_DIR).exists():
-        # No backup to resume from: a stale log would mix two runs.
+    if not (out_dir / BACKUP_DIR / STATE_FILE).exists():
+        # No committed backup to resume from: a stale log would mix two runs.
         (out_dir / HISTORY_FILE).unlink(missing_ok=True)
+        (out_dir / BEST_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
     return False
 
 
 def _finish(model: keras.Model, out_dir: Path, epochs: int) -> None:
+    bad = non_finite_weights(model)
+    if bad:
+        raise NonFiniteWeightsError(f"final weights not written: {bad[:5]} hold NaN or inf")
     # Keras picks the weights format from the file name, so the temporary keeps the suffix.
     with atomic_path(out_dir / FINAL_WEIGHTS_FILE, suffix=".weights.h5") as temporary:
         model.save_weights(str(temporary))
     write_json_atomic(out_dir / DONE_FILE, {"epochs": epochs})
+    # The backup is deleted only once done.json commits the finished run.
+    shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
+
+
+def _check_arrays(data: Any, name: str) -> None:
+    """Refuse NaN/inf in ``(x, y)`` arrays before anything is written."""
+    if not isinstance(data, tuple):
+        return  # datasets check their own batches (tutorial_lib.datasets)
+    for part, array in zip(("x", "y"), data):
+        bad = non_finite_count(np.asarray(array))
+        if bad:
+            where = np.argwhere(~np.isfinite(np.asarray(array)))[0].tolist()
+            raise NonFiniteDataError(
+                f"{name} {part}: {bad} non-finite value(s) (NaN or inf), the first at index {where}; "
+                "training on them gives NaN weights. Fix or drop those samples."
+            )
+
+
+def _failure_message(failure: str, out_dir: Path, kept: bool) -> str:
+    return (
+        f"{failure}; training stopped. Try a lower learning_rate, check the inputs for NaN, "
+        "or use float32/bfloat16 instead of float16. The log is in "
+        f"{out_dir / HISTORY_FILE}; nothing with a non-finite weight was saved"
+        + (f", and {out_dir / BACKUP_DIR} still holds the last finite epoch." if kept else ".")
+    )
 
 
 def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
@@ -447,7 +626,9 @@ def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> di
     else:
         if batch_size is not None:
             raise ValueError("batch_size only applies to (x, y) arrays; datasets batch themselves")
-        arguments["x"] = train_data
+        # fit's shuffle would reorder a PyDataset's batches with Python's global RNG, which a
+        # resumed run does not reproduce; the readers shuffle by seed and epoch themselves.
+        arguments.update(x=train_data, shuffle=False)
     return arguments
 
 
@@ -470,6 +651,7 @@ def train(
     verbose: int | str = "auto",
     callbacks: Sequence[keras.callbacks.Callback] = (),
     overwrite: bool = False,
+    monitor: str | None = None,
 ) -> keras.callbacks.History:
     """Compile and fit ``model``; checkpoint, log, resume, stop on NaN.
 
@@ -510,9 +692,14 @@ def train(
     verbose : {"auto", 0, 1, 2}, optional
         Keras progress display: 1 a progress bar, 2 one line per epoch.
     callbacks : sequence of keras.callbacks.Callback, optional
-        Extra callbacks, run after the built-in ones.
+        Extra callbacks, run *before* the built-in ones, so a value one of
+        them writes into ``logs`` in ``on_epoch_end`` (``logs["val_volume_dice"]
+        = ...``) is logged, backed up, returned and can be ``monitor``.
     overwrite : bool, optional
         Delete a previous run in ``out_dir`` first instead of resuming it.
+    monitor : str, optional
+        The logged value (higher is better) by which ``best.keras`` is kept;
+        default ``"val_dice"`` with validation data, else ``"dice"``.
 
     Returns
     -------
@@ -526,9 +713,16 @@ def train(
         For an unknown optimizer, precision or loss, a model built under
         another precision, or an ``out_dir`` holding a finished run of a
         different length.
+    NonFiniteDataError
+        When ``(x, y)`` arrays or a cache reader's batch hold NaN or inf
+        (a ``ValueError``); the message names the array or file.
     NonFiniteLossError
-        When the training loss becomes NaN or infinite; the message says
+        When the training loss becomes NaN or infinite, or
+        (:class:`NonFiniteWeightsError`) a weight does; the message says
         where and what to try.
+    DamagedBackupError
+        When the backup of an interrupted run cannot be read; the message
+        names the file and how to restart.
 
     Examples
     --------
@@ -538,6 +732,8 @@ def train(
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     policy = _check_precision(model, mixed_precision)
+    _check_arrays(train_data, "train_data")
+    _check_arrays(val_data, "val_data")
     out_path = Path(out_dir)
     keras.utils.set_random_seed(seed)
     optimizer_object = _make_optimizer(
@@ -556,31 +752,18 @@ def train(
         model.load_weights(str(out_path / FINAL_WEIGHTS_FILE))
         print(f"{out_path} already holds a finished {epochs}-epoch run: loaded its final weights")
         return _history_from_csv(out_path, model)
-    monitor = "val_dice" if val_data is not None else "dice"
+    monitor = monitor or ("val_dice" if val_data is not None else "dice")
     nan_guard = _StopOnNonFiniteLoss()
-    built_in = [
-        keras.callbacks.BackupAndRestore(str(out_path / BACKUP_DIR)),
-        keras.callbacks.CSVLogger(str(out_path / HISTORY_FILE), append=True),
-        _AtomicBestCheckpoint(
-            out_path / BEST_FILE,
-            monitor=monitor,
-            mode="max",
-            initial_value_threshold=_previous_best(out_path, monitor),
-        ),
-        nan_guard,
-    ]
+    committer = _CommitEpochs(out_path, monitor, nan_guard, train_data)
     model.fit(
         **_fit_arguments(train_data, val_data, batch_size),
         epochs=epochs,
-        callbacks=built_in + list(callbacks),
+        # The caller's callbacks first: what they add to the epoch's logs is then committed.
+        callbacks=list(callbacks) + [nan_guard, committer],
         verbose=verbose,
     )
-    if nan_guard.failure is not None:
-        epoch, batch, value = nan_guard.failure
-        raise NonFiniteLossError(
-            f"training loss became {value} at epoch {epoch}, batch {batch}; training stopped. "
-            "Try a lower learning_rate, check the inputs for NaN, or use float32/bfloat16 "
-            f"instead of float16. The log is in {out_path / HISTORY_FILE}."
-        )
+    if committer.failure is not None:
+        error = NonFiniteLossError if nan_guard.failure else NonFiniteWeightsError
+        raise error(_failure_message(committer.failure, out_path, (out_path / BACKUP_DIR).exists()))
     _finish(model, out_path, epochs)
     return _history_from_csv(out_path, model)
