@@ -19,7 +19,7 @@ It prints a table of per-notebook execution times, writes them to
 Examples
 --------
 ``python scripts/build_course.py --profile ci``
-``python scripts/build_course.py --profile gpu --cache-dir /data/brats2017_cache``
+``python scripts/build_course.py --profile gpu --cache-dir /data/brats2017_cache --run-root /scratch/runs``
 ``python scripts/build_course.py --notebooks 03 06``   (re-run two chapters)
 ``python scripts/build_course.py --skip-execute``      (rebuild the book only)
 """
@@ -383,6 +383,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "keep their previous executed copies (or get a placeholder page)")
     parser.add_argument("--out", type=Path, default=None,
                         help="build folder; the book tree goes to OUT/course (default: <repo>/_build)")
+    parser.add_argument("--run-root", type=Path, default=None,
+                        help="folder for the chapters' training runs (default: $BRATS_COURSE_RUNS, "
+                             "else <data root>/runs); never inside --cache-dir")
     parser.add_argument("--skip-execute", action="store_true",
                         help="do not execute notebooks, rebuild the book from existing executed copies")
     parser.add_argument("--cell-timeout", type=float, default=None,
@@ -480,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     # The book is static HTML: viewers must render as figures, not widgets.
     os.environ.setdefault("TUTORIAL_LIB_STATIC_FIGURES", "1")
+    if args.run_root is not None:  # the kernels inherit it: tutorial_lib.experiments.run_root
+        os.environ["BRATS_COURSE_RUNS"] = str(args.run_root.resolve())
     chapters = read_chapters(args.root)
     book_dir = (args.out.resolve() if args.out else args.root / "_build") / "course"
     stage_book(args.root, book_dir)

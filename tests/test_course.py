@@ -218,7 +218,8 @@ def test_running_page_profile_table_matches_config():
         for profile, cell in zip(("ci", "laptop", "gpu"), cells):
             value = PROFILES[profile][group][key]
             expected = f"{value[0]} to {value[-1]}" if isinstance(value, tuple) else str(value)
-            assert cell.startswith(expected), f"running.md says {group}.{key}={cell!r} for {profile}, config has {value}"
+            assert cell.startswith(expected), (
+                f"running.md says {group}.{key}={cell!r} for {profile}, config has {value}")
 
 
 def test_toc_lists_all_seven_chapters():

@@ -74,7 +74,8 @@ def test_patch_dataset(tiny_cache):
 
 
 def test_readers_train_a_keras_model(tiny_cache):
-    model = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
+    model = keras.Sequential([keras.Input((48, 48, 1)),
+                              keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])
     model.compile(optimizer="adam", loss="binary_crossentropy")
     history = model.fit(SliceDataset(tiny_cache, "train", batch_size=16, slice_step=4), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

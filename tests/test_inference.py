@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from tutorial_lib.config import BRATS
-from tutorial_lib.data import load_case, load_manifest, load_split
+from tutorial_lib.data import load_brain, load_case, load_manifest, load_split
 from tutorial_lib.inference import (
+    case_dice,
     predict_case,
     predict_volume,
     predict_volume_2d,
@@ -210,3 +211,22 @@ def test_cached_truth_written_back_matches_the_source_segmentation(tiny_cache, t
     # And it lies on the source tumour (a shifted write-back would not).
     source = np.asarray(nib.load(tiny_cache.parent / "src" / entry["source_files"]["seg"]).dataobj)
     assert dice_coefficient(labels > 0, source > 0) > 0.6
+
+
+def everywhere_model(rank: int) -> keras.Model:
+    """Predicts tumour (probability 1) at every voxel: (batch, *spatial, 1) -> same shape."""
+    inputs = keras.Input((None,) * rank + (1,))
+    return keras.Model(inputs, keras.layers.Lambda(lambda x: keras.ops.ones_like(x))(inputs))
+
+
+@pytest.mark.parametrize("rank", [2, 3])
+def test_case_dice_scores_the_binarised_prediction_of_each_case(tiny_cache, rank):
+    case_ids = load_split(tiny_cache)["train"][:2]
+    scores = case_dice(everywhere_model(rank), tiny_cache, case_ids)
+    assert list(scores) == case_ids
+    for case_id in case_ids:
+        truth = load_case(tiny_cache, case_id)[1][..., 0] > 0.5
+        # A slice-wise (2D) network predicts only inside the brain; a 3D one everywhere on the grid.
+        predicted = load_brain(tiny_cache, case_id) if rank == 2 else np.ones_like(truth)
+        expected = 2 * (truth & predicted).sum() / (truth.sum() + predicted.sum())  # hand-computed Dice
+        assert scores[case_id] == pytest.approx(expected)

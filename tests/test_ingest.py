@@ -281,7 +281,7 @@ def test_unsafe_zip_members_are_refused(tmp_path, tiny_case_writer):
     paths = tiny_case_writer(tmp_path / "src", "Good", seed=1)
     archive = tmp_path / "download.zip"
     with zipfile.ZipFile(archive, "w") as zipped:
-        for key, path in paths.items():
+        for path in paths.values():
             zipped.write(path, f"Good/{path.name}")
         zipped.writestr("../escape_flair.nii.gz", paths["flair"].read_bytes())
         zipped.writestr("/abs/abs_flair.nii.gz", paths["flair"].read_bytes())

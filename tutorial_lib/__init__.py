@@ -3,8 +3,9 @@
 One module per concept: ``config`` (BraTS conventions, run profiles), ``synthetic``
 (BraTS-like cases), ``baseline`` (the FLAIR-threshold baseline), ``sources``
 (BraTS download layouts, safe extraction, validation), ``ingest`` (build the cache), ``data``
-(readers over the cache), ``models``, ``losses``, ``metrics``, ``postprocess``,
-``training``, ``experiments``, ``inference`` and ``viz``.
+(NumPy readers over the cache), ``datasets`` (Keras readers), ``models``, ``losses``,
+``metrics``, ``postprocess``, ``training``, ``experiments`` (the run cache), ``recipes``
+(trainings several chapters share), ``inference`` and ``viz``.
 
 Arrays are channels-last everywhere: ``(batch, x, y, z, channels)``.
 Modules are imported on demand (``from tutorial_lib import models``) so that

@@ -35,9 +35,9 @@ from tutorial_lib.data import (
     TARGETS,
     check_finite,
     labels_to_target,
-    non_finite_count,
     load_manifest,
     modality_indices,
+    non_finite_count,
     open_array,
     resolve_case_ids,
 )

@@ -38,6 +38,7 @@ __all__ = [
     "unet2d_config",
     "train_unet2d",
     "unet3d_config",
+    "patch_unet_config",
     "build_unet3d",
     "train_unet3d",
 ]
@@ -144,6 +145,21 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
                 patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
                 tumour_fraction=0.9, seed=0)
     return _merge(base, changes)
+
+
+def patch_unet_config(profile: str, cache_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
+    """The patch-trained 3D U-Net of chapters 06 and 07, sized by ``get_profile(profile, "patch_unet")``.
+
+    All four modalities and the whole tumour unless ``changes`` choose another
+    arm (``modalities``, ``target``, ``residual``); chapter 07 reuses chapter
+    06's network by asking for the same configuration.
+
+    Examples
+    --------
+    >>> patch_unet_config("ci", cache, target="regions")["run"]  # doctest: +SKIP
+    'patch_unet'
+    """
+    return unet3d_config(profile, cache_dir, "patch_unet", **changes)
 
 
 def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:

@@ -1,0 +1,61 @@
+"""Tests for tutorial_lib.recipes: the shared configurations and their trainings on a tiny cache."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from tutorial_lib import experiments, recipes, training
+from tutorial_lib.config import get_profile
+
+
+def test_configurations_take_their_sizes_from_the_profile_group(tiny_cache):
+    losses = get_profile("ci", "losses")
+    config = recipes.unet2d_config("ci", tiny_cache, "losses", loss="cosine")
+    assert config["run"] == "losses" and config["loss"] == "cosine"
+    assert (config["epochs"], config["filters"]) == (losses["epochs"], list(losses["filters"]))
+    assert config["data"] == experiments.data_id(tiny_cache)
+    ablations = recipes.unet3d_config("ci", tiny_cache, "ablations", kernel_size=5, filters=(2, 4))
+    assert ablations["kernel_size"] == 5 and ablations["filters"] == [2, 4]  # tuples stored as lists
+    assert ablations["patch_shape"] == get_profile("ci", "ablations")["patch_shape"]
+    with pytest.raises(ValueError, match="not a configuration key: \\['kernel'\\]"):
+        recipes.unet3d_config("ci", tiny_cache, "ablations", kernel=5)
+
+
+def test_chapters_06_and_07_describe_one_patch_network(tiny_cache):
+    # Chapter 06 asks with defaults, chapter 07's "all four, WT" arm spells them out.
+    chapter06 = recipes.patch_unet_config("ci", tiny_cache, learning_rate=3e-3, seed=0)
+    chapter07 = recipes.patch_unet_config("ci", tiny_cache, modalities="all", target="wt", residual=False,
+                                          learning_rate=3e-3, seed=0)
+    assert experiments.run_dir(chapter06) == experiments.run_dir(chapter07)
+    assert chapter06["run"] == "patch_unet"
+    assert chapter06["patch_shape"] == get_profile("ci", "patch_unet")["patch_shape"]
+    flair = recipes.patch_unet_config("ci", tiny_cache, modalities=["flair"])
+    assert experiments.run_dir(flair) != experiments.run_dir(chapter06)
+
+
+def test_train_unet3d_records_once_and_resumes_nothing_twice(tiny_cache, tmp_path):
+    config = recipes.unet3d_config("ci", tiny_cache, "ablations", filters=[2, 4], epochs=2,
+                                   patch_shape=[16, 16, 8], patches_per_case=1, target="regions")
+    run = functools.partial(recipes.train_unet3d, cache_dir=tiny_cache)
+    record, from_cache = experiments.cached_run(config, run, root=tmp_path)
+    results = record["results"]
+    assert not from_cache and set(results) == {"parameters", "seconds", "best_val_dice", "val_dice", "train_dice"}
+    history = training.load_history(experiments.run_dir(config, root=tmp_path))
+    assert len(history) == 2 and results["best_val_dice"] == pytest.approx(history["val_dice"].max())
+    model = training.load_best(experiments.run_dir(config, root=tmp_path))
+    assert model.output_shape == (None, None, None, None, 3)  # three region channels
+    assert experiments.cached_run(config, run, root=tmp_path) == (record, True)
+
+
+def test_train_unet2d_keeps_the_epoch_with_the_best_volume_dice(tiny_cache, tmp_path):
+    config = recipes.unet2d_config("ci", tiny_cache, "losses", filters=[2, 4], epochs=2, slice_step=2)
+    record, _ = experiments.cached_run(config, functools.partial(recipes.train_unet2d, cache_dir=tiny_cache),
+                                       root=tmp_path)
+    history = training.load_history(experiments.run_dir(config, root=tmp_path))
+    assert "val_volume_dice" in history  # logged by the callback, before the history is committed
+    best = int(np.argmax(history["val_volume_dice"].to_numpy()))
+    assert record["results"]["val_volume_dice"] == pytest.approx(history["val_volume_dice"].iloc[best])
+    assert record["results"]["val_slice_dice"] == pytest.approx(history["val_dice"].iloc[best])
