@@ -26,6 +26,7 @@ from scipy import ndimage
 from tutorial_lib.config import BRATS
 
 __all__ = [
+    "binarise",
     "dice_coefficient",
     "region_masks",
     "region_dice",
@@ -36,7 +37,14 @@ __all__ = [
 ]
 
 
-def _binarise(mask: np.ndarray, threshold: float) -> np.ndarray:
+def binarise(mask: Any, threshold: float = 0.5) -> np.ndarray:
+    """A boolean mask: boolean input as it is, numeric input where ``> threshold``.
+
+    Examples
+    --------
+    >>> binarise(np.array([0.2, 0.5, 0.9])).tolist(), binarise(np.array([True, False])).tolist()
+    ([False, False, True], [True, False])
+    """
     mask = np.asarray(mask)
     return mask if mask.dtype == bool else mask > threshold
 
@@ -45,7 +53,7 @@ def _binary_pair(prediction: Any, truth: Any, threshold: float) -> tuple[np.ndar
     prediction, truth = np.asarray(prediction), np.asarray(truth)
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction shape {prediction.shape} != truth shape {truth.shape}")
-    return _binarise(prediction, threshold), _binarise(truth, 0.5)
+    return binarise(prediction, threshold), binarise(truth)
 
 
 def dice_coefficient(

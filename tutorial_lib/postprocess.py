@@ -11,14 +11,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from tutorial_lib.metrics import binarise
+
 __all__ = ["smooth_mask", "remove_small_components", "keep_largest_component", "fill_holes"]
 
 _MODES = ("2d", "3d")
-
-
-def _binary(mask: np.ndarray) -> np.ndarray:
-    mask = np.asarray(mask)
-    return mask if mask.dtype == bool else mask > 0.5
 
 
 def _check_mode(mode: str, mask: np.ndarray) -> None:
@@ -72,7 +69,7 @@ def smooth_mask(mask: np.ndarray, size: int, *, mode: str = "2d") -> np.ndarray:
            [0, 0, 1, 0, 0],
            [0, 0, 0, 0, 0]])
     """
-    binary = _binary(mask)
+    binary = binarise(mask)
     _check_mode(mode, binary)
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
@@ -118,7 +115,7 @@ def remove_small_components(mask: np.ndarray, min_voxels: int, *, connectivity: 
     """
     if min_voxels < 0:
         raise ValueError(f"min_voxels must be >= 0, got {min_voxels}")
-    labels, sizes = _label(_binary(mask), connectivity)
+    labels, sizes = _label(binarise(mask), connectivity)
     keep = sizes >= min_voxels
     keep[0] = False  # label 0 is the background
     return keep[labels]
@@ -145,7 +142,7 @@ def keep_largest_component(mask: np.ndarray, *, connectivity: int = 1) -> np.nda
     >>> keep_largest_component(np.array([1, 0, 1, 1])).astype(int).tolist()
     [0, 0, 1, 1]
     """
-    labels, sizes = _label(_binary(mask), connectivity)
+    labels, sizes = _label(binarise(mask), connectivity)
     if len(sizes) == 1:
         return np.zeros(labels.shape, dtype=bool)
     return labels == 1 + int(np.argmax(sizes[1:]))
@@ -178,7 +175,7 @@ def fill_holes(mask: np.ndarray, *, mode: str = "3d") -> np.ndarray:
     >>> bool(fill_holes(ring, mode="2d")[1, 1])
     True
     """
-    binary = _binary(mask)
+    binary = binarise(mask)
     _check_mode(mode, binary)
     if mode == "3d" or binary.ndim == 2:
         return ndimage.binary_fill_holes(binary)
