@@ -75,8 +75,9 @@ def non_finite_count(array: np.ndarray) -> int:
     if array.dtype.kind not in "fc":
         return 0
     # float16 sums would overflow at 65504; float32 accumulation is still one pass.
-    if np.isfinite(array.sum(dtype=np.float32 if array.dtype.itemsize < 4 else None)):
-        return 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum(dtype=np.float32 if array.dtype.itemsize < 4 else None)):
+            return 0
     return int(np.count_nonzero(~np.isfinite(array)))
 
 
