@@ -294,8 +294,10 @@ def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
 def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Read ``out_dir/history.csv`` as one row per epoch (index ``epoch``).
 
-    Rows written twice for one epoch (a crash between logging and backing up)
-    keep the later one.
+    The file is rewritten (atomically) from the backup's committed rows at
+    every epoch end and on resume, so it never misses a committed epoch. After
+    a NaN stop it also holds the failed epoch's row, for diagnosis; should a
+    row appear twice, the later one is kept.
 
     Parameters
     ----------
@@ -322,7 +324,7 @@ def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: no training has logged to {out_dir}")
     frame = pd.read_csv(path)
     frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
-    # CSVLogger adds empty val_* columns to runs without validation data.
+    # Columns never filled (older CSVLogger logs add empty val_* ones) say nothing.
     return frame.set_index("epoch").dropna(axis="columns", how="all")
 
 
@@ -566,6 +568,7 @@ def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
         shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     if done_path.exists():
+        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)  # a kill just after done.json leaves it
         finished = json.loads(done_path.read_text())["epochs"]
         if finished != epochs:
             raise ValueError(
