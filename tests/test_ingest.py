@@ -385,6 +385,9 @@ def test_truncated_tar_gz_prepares_the_complete_cases(tmp_path, tiny_case_writer
     report = _prepare(archive, out, downsample=4)
     assert "Case_0" in report.prepared and "Case_2" in report.failed and not report.ok
     ((name, why),) = report.damaged_members.items()
+    damaged_case = name.split("/")[1]
+    if damaged_case in report.failed:  # the failed case's message names its damaged file
+        assert "is damaged in the archive" in report.failed[damaged_case]
     assert name.startswith("download.tar.gz:Training/Case_") and "truncated" in why, (name, why)
     assert "DAMAGED download.tar.gz:" in report.summary()
     _no_temporaries(out)
@@ -413,6 +416,7 @@ def test_zip_member_with_bad_data_is_reported_and_the_others_prepared(tmp_path, 
     assert report.prepared == ["Case_0", "Case_2"] and list(report.failed) == ["Case_1"]
     assert list(report.damaged_members) == ["download.zip:Training/Case_1/Case_1_t1.nii.gz"]
     assert "damaged" in report.damaged_members["download.zip:Training/Case_1/Case_1_t1.nii.gz"]
+    assert "Case_1_t1.nii.gz is damaged in the archive" in report.failed["Case_1"]
     _no_temporaries(tmp_path / "cache")
 
 
@@ -494,3 +498,27 @@ def test_cli_reports_damage_and_ctrl_c_in_one_line(tmp_path, tiny_case_writer, c
     assert prepare_brats.main(arguments) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "interrupted: 3 finished case(s) kept" in err
+
+
+def test_directory_lock_serialises_and_leaves_no_file(tmp_path):
+    import threading
+    import time
+
+    from tutorial_lib.ingest import directory_lock
+
+    lock, events = tmp_path / "out" / ".lock", []
+
+    def hold(name):
+        with directory_lock(lock):
+            events.append(f"{name} in")
+            time.sleep(0.2)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=hold, args=(name,)) for name in "ab"]
+    threads[0].start()
+    time.sleep(0.05)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert events == ["a in", "a out", "b in", "b out"]
+    assert not lock.exists()

@@ -425,3 +425,17 @@ def test_a_kill_before_done_json_finishes_without_training_again(tmp_path, monke
     assert recorder.epochs == [] and history.epoch == [0, 1]
     assert json.loads((tmp_path / "done.json").read_text()) == {"epochs": 2}
     assert not (tmp_path / "backup").exists()
+
+
+class CtrlC(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, callbacks=[CtrlC()], **FAST)
+    err = capsys.readouterr().err
+    assert "interrupted: epochs 0-0 of 3 kept in" in err and "call train() again" in err
+    assert train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, **FAST).epoch == [0, 1, 2]

@@ -50,6 +50,7 @@ from tutorial_lib.sources import (
     MAX_MEMBER_BYTES,
     CaseError,
     CaseSource,
+    case_of_member,
     detect_layout,
     extract_members,
     find_cases,
@@ -584,6 +585,7 @@ def prepare_dataset(
             todo = _todo(find_cases(root, report.layout), finished, str(src.resolve()), report)
             results = _run_cases(todo, root, out_dir / "cases", downsample, workers, progress, str(src.resolve()))
             _collect(results, report)
+            _blame_damage(report)
             _write_index(out_dir, downsample, seed)
         finally:
             if root != src:
@@ -608,6 +610,15 @@ def _todo(cases: list[CaseSource], finished: dict[str, dict], source: str, repor
         else:
             todo.append(case)
     return todo
+
+
+def _blame_damage(report: PrepareReport) -> None:
+    """Say in a failed case's message which of its files the archive could not deliver."""
+    for key, why in report.damaged_members.items():
+        member = key.split(":", 1)[1]
+        case_id = case_of_member(member)
+        if case_id in report.failed:
+            report.failed[case_id] += f"; {member} is damaged in the archive ({why})"
 
 
 def _collect(results: Iterable[tuple[str, str, str]], report: PrepareReport) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "find_cases",
     "extract_archive",
     "extract_members",
+    "case_of_member",
     "ArchiveDamage",
     "MAX_MEMBER_BYTES",
     "MAX_CASE_BYTES",
@@ -349,7 +350,7 @@ class _Limits:
     cases: dict[str, int] = field(default_factory=dict)
 
     def check(self, name: str, member_total: int, added: int) -> None:
-        case = _case_of(name)
+        case = case_of_member(name)
         self.cases[case] = self.cases.get(case, 0) + added
         if member_total > self.member_bytes:
             raise ArchiveDamage(f"decompresses to more than {self.member_bytes} bytes (the per-member limit)")
@@ -357,7 +358,14 @@ class _Limits:
             raise ArchiveDamage(f"case {case!r} decompresses to more than {self.case_bytes} bytes (the per-case limit)")
 
 
-def _case_of(name: str) -> str:
+def case_of_member(name: str) -> str:
+    """The case id an archive member's file name belongs to (its name without a NIfTI suffix otherwise).
+
+    Examples
+    --------
+    >>> case_of_member("Training/Brats17_2013_2_1/Brats17_2013_2_1_t1ce.nii.gz")
+    'Brats17_2013_2_1'
+    """
     base = PurePosixPath(name).name
     for layout in LAYOUTS.values():
         match = layout.pattern.match(base) if layout.pattern else None

@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -619,6 +620,14 @@ def _failure_message(failure: str, out_dir: Path, kept: bool) -> str:
     )
 
 
+def _kept_line(out_dir: Path, committer: "_CommitEpochs", epochs: int) -> str:
+    done = len(committer.rows)
+    if not done:
+        return f"interrupted: no epoch of {epochs} finished, nothing kept in {out_dir}"
+    return (f"interrupted: epochs 0-{done - 1} of {epochs} kept in {out_dir / BACKUP_DIR}; "
+            "call train() again with the same out_dir to continue")
+
+
 def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
     """Accept ``(x, y)`` arrays or a dataset (PyDataset, tf.data, generator)."""
     arguments: dict[str, Any] = {"validation_data": val_data}
@@ -758,13 +767,17 @@ def train(
     monitor = monitor or ("val_dice" if val_data is not None else "dice")
     nan_guard = _StopOnNonFiniteLoss()
     committer = _CommitEpochs(out_path, monitor, nan_guard, train_data)
-    model.fit(
-        **_fit_arguments(train_data, val_data, batch_size),
-        epochs=epochs,
-        # The caller's callbacks first: what they add to the epoch's logs is then committed.
-        callbacks=list(callbacks) + [nan_guard, committer],
-        verbose=verbose,
-    )
+    try:
+        model.fit(
+            **_fit_arguments(train_data, val_data, batch_size),
+            epochs=epochs,
+            # The caller's callbacks first: what they add to the epoch's logs is then committed.
+            callbacks=list(callbacks) + [nan_guard, committer],
+            verbose=verbose,
+        )
+    except KeyboardInterrupt:
+        print(_kept_line(out_path, committer, epochs), file=sys.stderr)
+        raise
     if committer.failure is not None:
         error = NonFiniteLossError if nan_guard.failure else NonFiniteWeightsError
         raise error(_failure_message(committer.failure, out_path, (out_path / BACKUP_DIR).exists()))
