@@ -75,12 +75,12 @@ def reader_rows(cache: Path, repeats: int) -> list[dict[str, Any]]:
     for modalities in (("flair",), "all"):
         reader = VolumeDataset(cache, ids, modalities=modalities, batch_size=1)
         x = reader[0][0]
-        read = _median_ms(lambda: reader[0], repeats)
+        read = _median_ms(lambda reader=reader: reader[0], repeats)
         label = f"reader batch {tuple(x.shape)}"
         rows.append(_row(f"{label}: non_finite_count (used)", "VolumeDataset[i]", read,
-                         _median_ms(lambda: non_finite_count(x), repeats)))
+                         _median_ms(lambda x=x: non_finite_count(x), repeats)))
         rows.append(_row(f"{label}: float32 sum", "VolumeDataset[i]", read,
-                         _median_ms(lambda: bool(np.isfinite(x.sum())), repeats)))
+                         _median_ms(lambda x=x: bool(np.isfinite(x.sum())), repeats)))
     return rows
 
 

@@ -509,7 +509,7 @@ def _salvage_member(handle: Any, name: str, flags: int, method: int, crc: int, p
         while read(_CHUNK):
             pass
     else:
-        checked = _crc_reader(read)
+        checked = _CrcReader(read)
         _copy_member(checked, target / name, name, limits)
         if described:
             crc = _read_descriptor(handle)
@@ -535,7 +535,9 @@ def _stored(handle: Any, size: int) -> Any:
     return read
 
 
-class _crc_reader:  # noqa: N801 - used like a function
+class _CrcReader:
+    """``read(n)`` that keeps the CRC-32 of what it returned."""
+
     def __init__(self, read: Any) -> None:
         self.read_raw, self.crc = read, 0
 

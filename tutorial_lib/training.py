@@ -60,6 +60,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "NonFiniteDataError",
     "DamagedBackupError",
+    "non_finite_weights",
     "gpu_available",
     "precision_scope",
     "distribution_scope",
@@ -419,6 +420,17 @@ def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
         pd.DataFrame(rows, columns=_columns(rows)).to_csv(temporary, index=False)
 
 
+def _numbers(logs: dict[str, Any]) -> dict[str, float]:
+    """The epoch's logged scalars as floats; a caller's non-numeric entry is not a history column."""
+    row = {}
+    for name, value in logs.items():
+        try:
+            row[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return row
+
+
 def _columns(rows: list[dict[str, float]]) -> list[str]:
     names = ["epoch"]
     for row in rows:
@@ -480,7 +492,7 @@ class _CommitEpochs(keras.callbacks.Callback):
             raise _damaged(weights, error) from error
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row = {"epoch": epoch, **{name: float(value) for name, value in (logs or {}).items()}}
+        row = {"epoch": epoch, **_numbers(logs or {})}
         self.failure = self._problem(epoch)
         if self.failure is not None:
             # The failed epoch is logged for diagnosis but neither kept nor committed.
@@ -620,7 +632,7 @@ def _failure_message(failure: str, out_dir: Path, kept: bool) -> str:
     )
 
 
-def _kept_line(out_dir: Path, committer: "_CommitEpochs", epochs: int) -> str:
+def _kept_line(out_dir: Path, committer: _CommitEpochs, epochs: int) -> str:
     done = len(committer.rows)
     if not done:
         return f"interrupted: no epoch of {epochs} finished, nothing kept in {out_dir}"
