@@ -9,7 +9,9 @@ Usage (from the repository root)::
 Recognises BraTS 2017-2021, BraTS 2023+ and Medical Segmentation Decathlon
 Task01 layouts (see ``tutorial_lib.ingest``). Finished cases are skipped, so
 running the same command again resumes an interrupted import. Exits with
-status 1 if any case failed (each failure is listed with its file and problem).
+status 1 if any case failed or an archive member was refused or damaged (each
+is listed with its file and problem), 2 on a usage error, and 130 on Ctrl-C,
+after one line saying how many cases are kept.
 """
 
 from __future__ import annotations
@@ -45,11 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = len(list((args.out / "cases").glob("*/case.json")))
+        print(f"interrupted: {kept} finished case(s) kept in {args.out}; run the same command "
+              "again to prepare the rest", file=sys.stderr)
+        return 130
     print(report.summary())
     if not report.ok:
         print(
-            f"{len(report.failed)} case(s) failed and {len(report.rejected_members)} archive "
-            "member(s) were refused; the other cases are in the cache.",
+            f"{len(report.failed)} case(s) failed, {len(report.rejected_members)} archive "
+            f"member(s) were refused and {len(report.damaged_members)} damaged; "
+            "the other cases are in the cache.",
             file=sys.stderr,
         )
         return 1

@@ -109,3 +109,37 @@ def test_numpy_readers_import_without_a_deep_learning_backend():
             "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("content", [
+    b"",  # a zero-byte file
+    b"\x93NUMPY\x01\x00",  # a truncated header
+    None,  # a pickled object array
+])
+def test_unreadable_arrays_name_the_file(tiny_cache, tmp_path, content):
+    import shutil
+
+    from tutorial_lib.data import open_array
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache / "cases" / "Tiny_0", cache / "cases" / "Tiny_0")
+    path = cache / "cases" / "Tiny_0" / "label.npy"
+    if content is None:
+        np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"Tiny_0/label.npy: not a readable .npy array"):
+        open_array(cache, "Tiny_0", "label")
+
+
+@pytest.mark.parametrize("array, expected", [
+    (np.array([1.0, 2.0], np.float32), 0),
+    (np.array([np.nan, np.inf, -np.inf, 0.0], np.float16), 3),
+    (np.array([60000.0, 60000.0], np.float16), 0),  # large but finite: no false alarm
+    (np.full(4, 3e38, np.float32), 0),
+    (np.array([1, 2], np.uint8), 0),
+])
+def test_non_finite_count(array, expected):
+    from tutorial_lib.data import non_finite_count
+
+    assert non_finite_count(array) == expected

@@ -6,7 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from tutorial_lib.data import load_case, load_manifest
+import shutil
+
+from tutorial_lib.data import NonFiniteDataError, load_case, load_manifest
 from tutorial_lib.datasets import PatchDataset, SliceDataset, VolumeDataset
 
 GRID = (48, 48, 40)  # tiny_cache: crop grid 192 x 192 x 160 down-sampled by 4
@@ -82,3 +84,51 @@ def test_readers_train_a_keras_model(tiny_cache):
     model3d = keras.Sequential([keras.Input((16, 16, 8, 1)), keras.layers.Conv3D(1, 3, padding="same")])
     model3d.compile(optimizer="sgd", loss="mse")
     model3d.fit(PatchDataset(tiny_cache, "train", patch_shape=(16, 16, 8), batch_size=2), epochs=1, verbose=0)
+
+
+@pytest.fixture
+def nan_cache(tiny_cache, tmp_path):
+    """A copy of the tiny cache whose Tiny_1 image holds one NaN (FLAIR) and one inf (T2)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny_cache, cache)
+    path = cache / "cases" / "Tiny_1" / "image.npy"
+    image = np.load(path)
+    image[10, 11, 12, 0], image[1, 2, 3, 3] = np.nan, np.inf
+    np.save(path, image)
+    return cache
+
+
+@pytest.mark.parametrize("reader, options", [
+    (VolumeDataset, {}),
+    (SliceDataset, {"brain_only": False}),
+    (PatchDataset, {"patch_shape": (48, 48, 40)}),  # the whole grid: the NaN is always inside
+])
+def test_readers_refuse_non_finite_images_naming_the_file(nan_cache, reader, options):
+    dataset = reader(nan_cache, ["Tiny_0", "Tiny_1"], batch_size=2 if reader is not SliceDataset else 80,
+                     **options)
+    with pytest.raises(NonFiniteDataError, match=r"Tiny_1/image.npy: 1 non-finite value"):
+        dataset[0]
+    clean = reader(nan_cache, ["Tiny_1"], modalities=("t1",), **options)
+    assert np.isfinite(clean[0][0]).all()  # other channels of the same case are fine
+    with pytest.raises(NonFiniteDataError, match=r"Tiny_1/image.npy: [12] non-finite"):  # slices hold one
+        reader(nan_cache, ["Tiny_1"], modalities="all", **options)[0]
+
+
+def test_load_case_refuses_non_finite_images(nan_cache):
+    with pytest.raises(NonFiniteDataError, match=r"Tiny_1/image.npy: 1 non-finite"):
+        load_case(nan_cache, "Tiny_1")
+    assert np.isfinite(load_case(nan_cache, "Tiny_0")[0]).all()
+
+
+def test_set_epoch_gives_the_order_of_an_uninterrupted_reader(tiny_cache):
+    ids = ["Tiny_0", "Tiny_1", "Tiny_2", "Tiny_3", "Tiny_4"]
+    running = VolumeDataset(tiny_cache, ids, shuffle=True, seed=3)
+    orders = []
+    for _ in range(3):
+        orders.append(running._order.tolist())
+        running.on_epoch_end()
+    resumed = VolumeDataset(tiny_cache, ids, shuffle=True, seed=3)
+    resumed.set_epoch(2)
+    assert resumed._order.tolist() == orders[2]
+    with pytest.raises(ValueError, match="epoch"):
+        resumed.set_epoch(-1)

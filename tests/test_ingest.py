@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tutorial_lib import ingest
+from tutorial_lib.sources import CaseError, read_nifti
 from tutorial_lib.ingest import (
     crop_box,
     downsample_image,
@@ -214,6 +215,8 @@ BAD_INPUTS = [
     ("brats2017", "seg", lambda p: _resave(p, lambda a, f: (a.astype(np.float32) / 2, f)),
      ["Bad_seg.nii.gz", "non-integer"]),
     ("msd", "image", lambda p: _resave(p, lambda a, f: (a[..., :3], f)), ["Bad.nii.gz", "4 channels"]),
+    ("brats2017", "t1", lambda p: p.write_bytes(b""), ["Bad_t1.nii.gz", "empty file (0 bytes)"]),
+    ("brats2017", "t2", lambda p: p.write_bytes(gzip.compress(b"tiny")), ["Bad_t2.nii.gz", "too short"]),
 ]
 
 
@@ -354,3 +357,167 @@ def test_cli_exit_status_and_message(tmp_path, tiny_case_writer, capsys):
     captured = capsys.readouterr()
     assert "1 case(s) failed" in captured.err and "Bad_t1.nii.gz" in captured.out
     assert prepare_brats.main(["--src", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+
+
+# ----------------------------------------------------------------------------- faults (issue 10)
+
+
+def _no_temporaries(out: Path) -> None:
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert hidden == [], f"left behind in {out}: {hidden}"
+
+
+def _three_cases(tmp_path, tiny_case_writer) -> list[Path]:
+    for index in range(3):
+        tiny_case_writer(tmp_path / "src", f"Case_{index}", seed=index)
+    return sorted((tmp_path / "src").rglob("*.nii.gz"))
+
+
+def test_truncated_tar_gz_prepares_the_complete_cases(tmp_path, tiny_case_writer):
+    files = _three_cases(tmp_path, tiny_case_writer)
+    archive = tmp_path / "download.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in files:  # Case_0's five files first, Case_2's last
+            tar.add(path, arcname=f"Training/{path.relative_to(tmp_path / 'src')}")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size * 3 // 4])  # an interrupted download
+    out = tmp_path / "cache"
+    report = _prepare(archive, out, downsample=4)
+    assert "Case_0" in report.prepared and "Case_2" in report.failed and not report.ok
+    ((name, why),) = report.damaged_members.items()
+    damaged_case = name.split("/")[1]
+    if damaged_case in report.failed:  # the failed case's message names its damaged file
+        assert "is damaged in the archive" in report.failed[damaged_case]
+    assert name.startswith("download.tar.gz:Training/Case_") and "truncated" in why, (name, why)
+    assert "DAMAGED download.tar.gz:" in report.summary()
+    _no_temporaries(out)
+    again = _prepare(archive, out, downsample=4)  # a rerun skips, reports again, leaves nothing
+    assert "Case_0" in again.skipped and again.damaged_members == report.damaged_members
+    _no_temporaries(out)
+
+
+def _zip(files, src: Path, archive: Path) -> None:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in files:
+            zipped.write(path, f"Training/{path.relative_to(src)}")
+
+
+def test_zip_member_with_bad_data_is_reported_and_the_others_prepared(tmp_path, tiny_case_writer):
+    files = _three_cases(tmp_path, tiny_case_writer)
+    archive = tmp_path / "download.zip"
+    _zip(files, tmp_path / "src", archive)
+    with zipfile.ZipFile(archive) as zipped:
+        info = zipped.getinfo("Training/Case_1/Case_1_t1.nii.gz")
+    raw = bytearray(archive.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF  # one flipped byte in the compressed data
+    archive.write_bytes(bytes(raw))
+    report = _prepare(archive, tmp_path / "cache", downsample=4)
+    assert report.prepared == ["Case_0", "Case_2"] and list(report.failed) == ["Case_1"]
+    assert list(report.damaged_members) == ["download.zip:Training/Case_1/Case_1_t1.nii.gz"]
+    assert "damaged" in report.damaged_members["download.zip:Training/Case_1/Case_1_t1.nii.gz"]
+    assert "Case_1_t1.nii.gz is damaged in the archive" in report.failed["Case_1"]
+    _no_temporaries(tmp_path / "cache")
+
+
+def test_truncated_zip_is_read_from_its_local_headers(tmp_path, tiny_case_writer):
+    files = _three_cases(tmp_path, tiny_case_writer)
+    archive = tmp_path / "download.zip"
+    _zip(files, tmp_path / "src", archive)
+    with zipfile.ZipFile(archive) as zipped:
+        cut = zipped.getinfo("Training/Case_2/Case_2_seg.nii.gz").header_offset + 100
+    archive.write_bytes(archive.read_bytes()[:cut])  # no central directory any more
+    report = _prepare(archive, tmp_path / "cache", downsample=4)
+    assert report.prepared == ["Case_0", "Case_1"] and list(report.failed) == ["Case_2"]
+    assert "truncated" in report.damaged_members["download.zip:(central directory)"]
+    assert "download.zip:Training/Case_2/Case_2_seg.nii.gz" in report.damaged_members
+    _no_temporaries(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("limits, words", [
+    ({"max_member_bytes": 20_000}, "per-member limit"),
+    ({"max_case_bytes": 60_000}, "per-case limit"),
+])
+def test_decompression_is_bounded_per_member_and_per_case(tmp_path, tiny_case_writer, limits, words):
+    paths = tiny_case_writer(tmp_path / "src", "Big", seed=1)  # images ~24 kB each, the label 1 kB
+    archive = tmp_path / "download.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src", arcname="data")
+    report = _prepare(archive, tmp_path / "cache", downsample=4, **limits)
+    assert report.prepared == [] and report.damaged_members
+    assert any(words in why for why in report.damaged_members.values()), report.damaged_members
+    _no_temporaries(tmp_path / "cache")
+    with pytest.raises(CaseError, match=r"Big_flair.nii.gz.*more than 1000 bytes"):
+        read_nifti(paths["flair"], max_bytes=1000)
+
+
+def test_no_lock_or_temporary_outlives_a_run(tmp_path, tiny_case_writer):
+    out = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        _prepare(tmp_path / "nowhere", out)
+    assert not out.exists()  # not even a .lock
+    tiny_case_writer(tmp_path / "src", "Good", seed=1)
+    out.mkdir()
+    (out / ".manifest.json.x1y2z3.tmp").write_text("{")  # as a kill during the manifest write leaves
+    (out / ".extract-download.zip-abc").mkdir()  # and a kill during an extraction
+    report = _prepare(tmp_path / "src", out, downsample=4)
+    assert report.ok
+    _no_temporaries(out)
+
+
+def test_blank_modality_is_prepared_with_a_warning(tmp_path, tiny_case_writer):
+    paths = tiny_case_writer(tmp_path / "src", "Blank", seed=1)
+    _resave(paths["t1"], lambda array, affine: (np.zeros_like(array), affine))
+    report = _prepare(tmp_path / "src", tmp_path / "cache", downsample=4)
+    assert report.prepared == ["Blank"]
+    assert "Blank_t1.nii.gz: every voxel of t1 is zero" in report.warnings["Blank"]
+
+
+def test_same_id_from_another_source_is_reported(tmp_path, tiny_case_writer):
+    tiny_case_writer(tmp_path / "first", "Case_1", seed=1)
+    tiny_case_writer(tmp_path / "second", "Case_1", seed=2)
+    _prepare(tmp_path / "first", tmp_path / "cache", downsample=4)
+    assert _prepare(tmp_path / "first", tmp_path / "cache", downsample=4).warnings == {}
+    report = _prepare(tmp_path / "second", tmp_path / "cache", downsample=4)
+    assert report.skipped == ["Case_1"]
+    assert "already prepared from" in report.warnings["Case_1"] and "first" in report.warnings["Case_1"]
+
+
+def test_cli_reports_damage_and_ctrl_c_in_one_line(tmp_path, tiny_case_writer, capsys, monkeypatch):
+    files = _three_cases(tmp_path, tiny_case_writer)
+    _zip(files, tmp_path / "src", tmp_path / "download.zip")
+    (tmp_path / "download.zip").write_bytes((tmp_path / "download.zip").read_bytes()[:-200])
+    arguments = ["--src", str(tmp_path / "download.zip"), "--out", str(tmp_path / "cache"), "--downsample", "4"]
+    assert prepare_brats.main(arguments) == 1
+    assert "damaged" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_brats, "prepare_dataset", interrupted)
+    assert prepare_brats.main(arguments) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interrupted: 3 finished case(s) kept" in err
+
+
+def test_directory_lock_serialises_and_leaves_no_file(tmp_path):
+    import threading
+    import time
+
+    from tutorial_lib.ingest import directory_lock
+
+    lock, events = tmp_path / "out" / ".lock", []
+
+    def hold(name):
+        with directory_lock(lock):
+            events.append(f"{name} in")
+            time.sleep(0.2)
+            events.append(f"{name} out")
+
+    threads = [threading.Thread(target=hold, args=(name,)) for name in "ab"]
+    threads[0].start()
+    time.sleep(0.05)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert events == ["a in", "a out", "b in", "b out"]
+    assert not lock.exists()

@@ -34,3 +34,14 @@ def test_detect_layout_rejects_empty_and_mixed(tmp_path, tiny_case_writer):
         detect_layout(tmp_path / "mixed")
     with pytest.raises(FileNotFoundError):
         detect_layout(tmp_path / "missing")
+
+
+def test_extract_members_names_the_file_and_checks_limits(tmp_path):
+    from tutorial_lib.sources import extract_members
+
+    not_an_archive = tmp_path / "notes.zip"
+    not_an_archive.write_text("plain text")
+    with pytest.raises(ValueError, match=r"notes.zip: not a .zip or .tar"):
+        extract_members(not_an_archive, tmp_path / "out")
+    with pytest.raises(ValueError, match="limits must be positive"):
+        extract_members(not_an_archive, tmp_path / "out", max_member_bytes=0)

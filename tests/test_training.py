@@ -406,3 +406,36 @@ def test_a_kill_at_any_point_resumes_like_an_uninterrupted_run(tiny_cache, tmp_p
     for a, b in zip(kept, best):
         np.testing.assert_allclose(a, b, rtol=1e-5)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_kill_before_done_json_finishes_without_training_again(tmp_path, monkeypatch):
+    write = training.write_json_atomic
+
+    def killed(path, payload, **kwargs):
+        if Path(path).name == "done.json":
+            raise Killed("before done.json")
+        write(path, payload, **kwargs)
+
+    monkeypatch.setattr(training, "write_json_atomic", killed)
+    with pytest.raises(Killed):
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=2, **FAST)
+    monkeypatch.setattr(training, "write_json_atomic", write)
+    recorder = EpochRecorder()
+    history = train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=2, callbacks=[recorder], **FAST)
+    assert recorder.epochs == [] and history.epoch == [0, 1]
+    assert json.loads((tmp_path / "done.json").read_text()) == {"epochs": 2}
+    assert not (tmp_path / "backup").exists()
+
+
+class CtrlC(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, capsys):
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, callbacks=[CtrlC()], **FAST)
+    err = capsys.readouterr().err
+    assert "interrupted: epochs 0-0 of 3 kept in" in err and "call train() again" in err
+    assert train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, **FAST).epoch == [0, 1, 2]

@@ -17,7 +17,7 @@ default). ``K`` is 1 for ``target="wt"`` (whole tumour) and 3 for
 ``target="regions"`` (WT, TC, ET). Shuffling and random patches depend only on
 ``seed``, the epoch and the batch index, so runs repeat exactly whatever the
 number of workers, and a resumed run continues the same sequence
-(``set_epoch``). Every batch is checked for NaN and inf (one float32 sum);
+(``set_epoch``). Every batch is checked for NaN and inf (one vectorised pass);
 a bad case raises :class:`tutorial_lib.data.NonFiniteDataError` naming its file.
 """
 
@@ -116,7 +116,7 @@ class _CacheDataset(keras.utils.PyDataset):
 
     def _pair(self, ids: list[str], images: list[np.ndarray], labels: list[np.ndarray]) -> Any:
         x = np.stack([np.asarray(image[..., self.channels], np.float32) for image in images])
-        # One float32 sum screens the batch; the case is looked for only when it fails.
+        # One pass screens the whole batch; the case is looked for only when it fails.
         if non_finite_count(x):
             for case_id, image in zip(ids, x):
                 check_finite(image, self.cache_dir / "cases" / case_id / "image.npy")

@@ -34,6 +34,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,17 @@ from tqdm.auto import tqdm
 
 from tutorial_lib._files import atomic_dir, write_json_atomic
 from tutorial_lib.config import BRATS
-from tutorial_lib.sources import CaseError, CaseSource, detect_layout, extract_archive, find_cases, read_case
+from tutorial_lib.sources import (
+    MAX_CASE_BYTES,
+    MAX_MEMBER_BYTES,
+    CaseError,
+    CaseSource,
+    case_of_member,
+    detect_layout,
+    extract_members,
+    find_cases,
+    read_case,
+)
 
 __all__ = [
     "PrepareReport",
@@ -80,8 +91,12 @@ class PrepareReport:
         Case id -> message naming the file(s) and problem(s).
     rejected_members : dict of str to str
         Unsafe archive member -> reason it was not extracted.
+    damaged_members : dict of str to str
+        ``"<archive name>:<member>"`` -> why it could not be extracted
+        (truncated, bad CRC, beyond the decompression limits).
     warnings : dict of str to str
-        Case id -> note on a prepared case (for example an empty label).
+        Case id -> note on a prepared case (for example an empty label or
+        modality, or an id already prepared from another source).
     """
 
     out_dir: Path
@@ -91,21 +106,24 @@ class PrepareReport:
     failed: dict[str, str] = field(default_factory=dict)
     rejected_members: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, str] = field(default_factory=dict)
+    damaged_members: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when no case failed and no archive member was refused."""
-        return not self.failed and not self.rejected_members
+        """True when no case failed and no archive member was refused or damaged."""
+        return not self.failed and not self.rejected_members and not self.damaged_members
 
     def summary(self) -> str:
         """One-paragraph human-readable summary, listing every problem."""
         lines = [
             f"{self.layout}: {len(self.prepared)} prepared, {len(self.skipped)} already done, "
-            f"{len(self.failed)} failed, {len(self.rejected_members)} archive member(s) refused "
-            f"-> {self.out_dir}"
+            f"{len(self.failed)} failed, {len(self.rejected_members)} archive member(s) refused"
+            + (f", {len(self.damaged_members)} damaged" if self.damaged_members else "")
+            + f" -> {self.out_dir}"
         ]
         lines += [f"  FAILED {case}: {message}" for case, message in sorted(self.failed.items())]
         lines += [f"  REFUSED {name}: {why}" for name, why in sorted(self.rejected_members.items())]
+        lines += [f"  DAMAGED {name}: {why}" for name, why in sorted(self.damaged_members.items())]
         lines += [f"  note {case}: {message}" for case, message in sorted(self.warnings.items())]
         return "\n".join(lines)
 
@@ -238,11 +256,21 @@ def _volumes_cm3(label: np.ndarray, voxel_mm3: float) -> dict[str, float]:
     return {str(value): float(counts[value] * voxel_mm3 / 1000.0) for value in BRATS.labels if value}
 
 
+def _blank_modalities(case: CaseSource, images: dict[str, np.ndarray]) -> list[str]:
+    """Notes for modalities whose every voxel is zero (a failed export): z-scored they are all 0."""
+    return [
+        f"{case.files.get(m, case.files.get('image'))}: every voxel of {m} is zero; "
+        "it is kept as zeros, so leave it out of `modalities` when training"
+        for m in BRATS.modalities if not images[m].any()
+    ]
+
+
 def _process(case: CaseSource, root: Path, downsample: int) -> tuple[dict[str, np.ndarray], dict]:
     images, label, affine, notes = read_case(case)
     brain = np.logical_or.reduce([images[m] != 0 for m in BRATS.modalities])
     if not brain.any():
         raise CaseError(f"{next(iter(case.files.values()))}: every image voxel is zero in every modality")
+    notes = notes + _blank_modalities(case, images)
     box, padding = crop_box(brain)
     original_shape, brain = list(brain.shape), _apply_crop(brain, box, padding)
     grid = [n // downsample for n in brain.shape]
@@ -296,10 +324,13 @@ def _write_case(cases_dir: Path, case_id: str, arrays: dict[str, np.ndarray], me
         write_json_atomic(tmp / "case.json", meta)
 
 
-def _prepare_one(case: CaseSource, root: Path, cases_dir: Path, downsample: int) -> tuple[str, str, str]:
+def _prepare_one(
+    case: CaseSource, root: Path, cases_dir: Path, downsample: int, source: str = ""
+) -> tuple[str, str, str]:
     """Worker: returns (case_id, "prepared" | "failed", message)."""
     try:
         arrays, meta = _process(case, root, downsample)
+        meta["source"] = source  # so a later import of the same id from elsewhere is noticed
         _write_case(cases_dir, case.case_id, arrays, meta)
         return case.case_id, "prepared", "; ".join(meta["notes"])
     except CaseError as error:
@@ -352,20 +383,17 @@ def split_cases(case_ids: Iterable[str], *, seed: int) -> dict[str, list[str]]:
 # ----------------------------------------------------------------------------- dataset
 
 
-def _source_root(src: Path, out_dir: Path) -> tuple[Path, dict[str, str], Path | None]:
-    """Folder to read cases from, refused members, and a folder to delete afterwards."""
+def _source_root(src: Path, out_dir: Path, report: PrepareReport, limits: tuple[int, int]) -> Path:
+    """Folder to read cases from: ``src`` or a new ``out_dir/.extract-*`` (the caller deletes it)."""
     if src.is_dir():
-        return src, {}, None
-    # Extraction is resumable: a finished one is marked and reused.
-    target = out_dir / f".extract-{src.name}"
-    marker = target / ".complete.json"
-    if marker.is_file():
-        return target, json.loads(marker.read_text()), target
-    shutil.rmtree(target, ignore_errors=True)
-    rejected = extract_archive(src, target)
-    write_json_atomic(marker, rejected)
-    return target, rejected, target
-
+        return src
+    target = Path(tempfile.mkdtemp(prefix=f".extract-{src.name}-", dir=out_dir))
+    refused, damaged = extract_members(src, target, max_member_bytes=limits[0], max_case_bytes=limits[1])
+    report.rejected_members.update(refused)
+    report.damaged_members.update({f"{src.name}:{name}": why for name, why in damaged.items()})
+    for name, why in damaged.items():
+        logger.warning("%s: member %s not extracted: %s", src, name, why)
+    return target
 
 
 @contextlib.contextmanager
@@ -373,6 +401,7 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold an exclusive lock file while preparing, so concurrent calls queue up.
 
     Uses ``fcntl.flock``; on platforms without it (Windows) no lock is taken.
+    The file is deleted when the lock is released, so none is left behind.
 
     Raises
     ------
@@ -392,12 +421,27 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(path, "a") as handle:
+    handle = _locked(path, fcntl)
+    try:
+        yield
+    finally:
+        # Unlinked while still held: a process that opened it meanwhile sees it is stale (_locked).
+        path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _locked(path: Path, fcntl: Any) -> Any:
+    """Open and lock ``path``, retrying until the locked file is still the one at ``path``."""
+    while True:
+        handle = open(path, "a")
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()
 
 
 def _finished_cases(cases_dir: Path) -> dict[str, dict]:
@@ -408,8 +452,12 @@ def _finished_cases(cases_dir: Path) -> dict[str, dict]:
     return finished
 
 
-def _clean_leftovers(cases_dir: Path) -> None:
-    """Remove temporary folders of an interrupted run (the lock is held)."""
+def _clean_leftovers(out_dir: Path) -> None:
+    """Remove temporary files and folders of an interrupted run (the lock is held)."""
+    cases_dir = out_dir / "cases"
+    for pattern in (".extract-*", ".manifest.json.*", ".split.json.*"):
+        for leftover in out_dir.glob(pattern):
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     for leftover in cases_dir.glob(".tmp-*"):
         if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
@@ -447,17 +495,17 @@ def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
 
 
 def _run_cases(todo: list[CaseSource], root: Path, cases_dir: Path, downsample: int, workers: int,
-               progress: bool) -> Iterator[tuple[str, str, str]]:
+               progress: bool, source: str) -> Iterator[tuple[str, str, str]]:
     bar = tqdm(total=len(todo), desc="preparing cases", unit="case", disable=not progress)
     if workers == 1:
         for case in todo:
-            yield _prepare_one(case, root, cases_dir, downsample)
+            yield _prepare_one(case, root, cases_dir, downsample, source)
             bar.update()
     else:
         # "spawn": forking a process that already runs TensorFlow/JAX threads can deadlock.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_prepare_one, case, root, cases_dir, downsample) for case in todo]
+            futures = [pool.submit(_prepare_one, case, root, cases_dir, downsample, source) for case in todo]
             for future in as_completed(futures):
                 yield future.result()
                 bar.update()
@@ -472,6 +520,8 @@ def prepare_dataset(
     workers: int = 1,
     seed: int = 0,
     progress: bool = True,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_case_bytes: int = MAX_CASE_BYTES,
 ) -> PrepareReport:
     """Validate, crop, normalise and cache every case of a BraTS download.
 
@@ -493,11 +543,17 @@ def prepare_dataset(
         Seed of the train/val/test split.
     progress : bool, optional
         Show a tqdm progress bar.
+    max_member_bytes, max_case_bytes : int, optional
+        Decompression bounds for an archive's members and for all members of
+        one case; a member beyond them is reported in ``damaged_members``.
 
     Returns
     -------
     PrepareReport
-        Prepared, skipped and failed cases; ``report.ok`` is False if any failed.
+        Prepared, skipped and failed cases, refused and damaged archive
+        members; ``report.ok`` is False if anything failed. A damaged archive
+        (an interrupted download) still yields every case complete in it, and
+        no extracted file is left in ``out_dir`` afterwards.
 
     Raises
     ------
@@ -513,36 +569,66 @@ def prepare_dataset(
     src, out_dir = Path(src).expanduser(), Path(out_dir).expanduser()
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    cases_dir = out_dir / "cases"
+    if not src.exists():
+        # Checked before the lock, so a mistyped --src leaves nothing behind.
+        raise FileNotFoundError(f"{src}: no such file or folder")
     with directory_lock(out_dir / ".lock"):
-        _clean_leftovers(cases_dir)
-        finished = _finished_cases(cases_dir)
+        _clean_leftovers(out_dir)
+        finished = _finished_cases(out_dir / "cases")
         _check_downsample(downsample, finished, out_dir)
-        if not src.exists():
-            raise FileNotFoundError(f"{src}: no such file or folder")
-        # Extract first: listing a .tar.gz would decompress the whole archive once more.
-        root, rejected, extracted = _source_root(src, out_dir)
-        layout = detect_layout(root)
-        report = PrepareReport(out_dir, layout, rejected_members=dict(rejected))
-        todo = []
-        for case in find_cases(root, layout):
-            if case.case_id in finished:
-                report.skipped.append(case.case_id)
-            elif case.problems:
-                report.failed[case.case_id] = "; ".join(case.problems)
-            else:
-                todo.append(case)
-        for case_id, status, message in _run_cases(todo, root, cases_dir, downsample, workers, progress):
-            if status == "failed":
-                report.failed[case_id] = message
-                logger.warning("case %s failed: %s", case_id, message)
-            else:
-                report.prepared.append(case_id)
-                if message:
-                    report.warnings[case_id] = message
-                    logger.info("case %s: %s", case_id, message)
-        report.prepared.sort()
-        _write_index(out_dir, downsample, seed)
-        if extracted is not None:
-            shutil.rmtree(extracted, ignore_errors=True)
+        report = PrepareReport(out_dir, "unknown")
+        root = src
+        try:
+            # Extract first: listing a .tar.gz would decompress the whole archive once more.
+            root = _source_root(src, out_dir, report, (max_member_bytes, max_case_bytes))
+            report.layout = detect_layout(root)
+            todo = _todo(find_cases(root, report.layout), finished, str(src.resolve()), report)
+            results = _run_cases(todo, root, out_dir / "cases", downsample, workers, progress, str(src.resolve()))
+            _collect(results, report)
+            _blame_damage(report)
+            _write_index(out_dir, downsample, seed)
+        finally:
+            if root != src:
+                shutil.rmtree(root, ignore_errors=True)
     return report
+
+
+def _todo(cases: list[CaseSource], finished: dict[str, dict], source: str, report: PrepareReport) -> list[CaseSource]:
+    """Cases to prepare; finished ones are skipped (noting another source), broken ones failed."""
+    todo = []
+    for case in cases:
+        if case.case_id in finished:
+            report.skipped.append(case.case_id)
+            earlier = finished[case.case_id].get("source")
+            if earlier and earlier != source:
+                report.warnings[case.case_id] = (
+                    f"already prepared from {earlier}; kept, and not read again from {source}. "
+                    f"Delete {report.out_dir / 'cases' / case.case_id} to prepare it from this source"
+                )
+        elif case.problems:
+            report.failed[case.case_id] = "; ".join(case.problems)
+        else:
+            todo.append(case)
+    return todo
+
+
+def _blame_damage(report: PrepareReport) -> None:
+    """Say in a failed case's message which of its files the archive could not deliver."""
+    for key, why in report.damaged_members.items():
+        member = key.split(":", 1)[1]
+        case_id = case_of_member(member)
+        if case_id in report.failed:
+            report.failed[case_id] += f"; {member} is damaged in the archive ({why})"
+
+
+def _collect(results: Iterable[tuple[str, str, str]], report: PrepareReport) -> None:
+    for case_id, status, message in results:
+        if status == "failed":
+            report.failed[case_id] = message
+            logger.warning("case %s failed: %s", case_id, message)
+        else:
+            report.prepared.append(case_id)
+            if message:
+                report.warnings[case_id] = message
+                logger.info("case %s: %s", case_id, message)
+    report.prepared.sort()

@@ -16,7 +16,10 @@ Three layouts are recognised from their file names (:data:`LAYOUTS`):
 Label values are checked against the set the detected release declares; a
 value outside it fails the case instead of being guessed at. Archives are
 extracted member by member, refusing any that would land outside the target
-(``..``, absolute paths, links). :func:`read_case` decodes every file fully,
+(``..``, absolute paths, links); a damaged member (an interrupted download:
+truncated stream, bad CRC) or one decompressing beyond :data:`MAX_MEMBER_BYTES`
+(or its case beyond :data:`MAX_CASE_BYTES`) is reported and the other members
+are still extracted. :func:`read_case` decodes every file fully,
 so a truncated or corrupt ``.nii.gz`` is caught, and reports each problem
 with the file it concerns. :mod:`tutorial_lib.ingest` turns the validated
 arrays into the cache.
@@ -24,13 +27,13 @@ arrays into the cache.
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
-import shutil
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
@@ -48,6 +51,11 @@ __all__ = [
     "detect_layout",
     "find_cases",
     "extract_archive",
+    "extract_members",
+    "case_of_member",
+    "ArchiveDamage",
+    "MAX_MEMBER_BYTES",
+    "MAX_CASE_BYTES",
     "read_nifti",
     "read_case",
 ]
@@ -58,6 +66,12 @@ _NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _MSD_DIRS = {"imagesTr": True, "imagesTs": False}  # folder -> has labels in labelsTr
 _AFFINE_TOLERANCE_MM = 1e-3
+# Decompression bounds. The largest legitimate file, an MSD 4D float64 image, is 286 MB
+# (a BraTS volume 9-71 MB); anything far beyond is a damaged or hostile archive.
+MAX_MEMBER_BYTES = 512 * 2**20
+MAX_CASE_BYTES = 1024 * 2**20
+_CHUNK = 1 << 20
+_NIFTI_HEADER_BYTES = 348
 
 
 @dataclass(frozen=True)
@@ -323,30 +337,105 @@ def _wanted(name: str) -> bool:
     return not _is_hidden(path) and bool(_NIFTI.search(path.name) or path.name.endswith(".json"))
 
 
-def _copy_member(stream: Any, destination: Path) -> None:
+class ArchiveDamage(ValueError):
+    """A member cannot be extracted completely; the message names the archive, the member and why."""
+
+
+@dataclass
+class _Limits:
+    """Running decompressed sizes, per member and per case."""
+
+    member_bytes: int = MAX_MEMBER_BYTES
+    case_bytes: int = MAX_CASE_BYTES
+    cases: dict[str, int] = field(default_factory=dict)
+
+    def check(self, name: str, member_total: int, added: int) -> None:
+        case = case_of_member(name)
+        self.cases[case] = self.cases.get(case, 0) + added
+        if member_total > self.member_bytes:
+            raise ArchiveDamage(f"decompresses to more than {self.member_bytes} bytes (the per-member limit)")
+        if self.cases[case] > self.case_bytes:
+            raise ArchiveDamage(f"case {case!r} decompresses to more than {self.case_bytes} bytes (the per-case limit)")
+
+
+def case_of_member(name: str) -> str:
+    """The case id an archive member's file name belongs to (its name without a NIfTI suffix otherwise).
+
+    Examples
+    --------
+    >>> case_of_member("Training/Brats17_2013_2_1/Brats17_2013_2_1_t1ce.nii.gz")
+    'Brats17_2013_2_1'
+    """
+    base = PurePosixPath(name).name
+    for layout in LAYOUTS.values():
+        match = layout.pattern.match(base) if layout.pattern else None
+        if match:
+            return match["case"]
+    return _NIFTI.sub("", base)
+
+
+def _copy_member(read: Any, destination: Path, name: str, limits: _Limits) -> None:
+    """Copy chunks from ``read(n)`` with a running size bound; no partial file survives."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with open(destination, "wb") as handle:
-        shutil.copyfileobj(stream, handle, length=1 << 20)
+    total = 0
+    try:
+        with open(destination, "wb") as handle:
+            while chunk := read(_CHUNK):
+                total += len(chunk)
+                limits.check(name, total, len(chunk))
+                handle.write(chunk)
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
 
 
-def _extract_tar(archive: Path, target: Path) -> dict[str, str]:
+# What an interrupted or corrupt download raises while a member is read.
+_DAMAGE = (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError, ArchiveDamage, struct.error)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, ArchiveDamage):
+        return str(error)
+    if isinstance(error, EOFError) or "unexpected end" in str(error) or "truncated" in str(error).lower():
+        return f"truncated ({type(error).__name__}: {error}); was the download interrupted?"
+    return f"damaged ({type(error).__name__}: {error})"
+
+
+def _tar_problem(member: tarfile.TarInfo, target: Path) -> str | None:
+    problem = _member_problem(member.name, target)
+    if problem is None and (member.issym() or member.islnk()):
+        problem = f"link to {member.linkname!r} refused"
+    elif problem is None and not (member.isfile() or member.isdir()):
+        problem = "special file (device, fifo) refused"
+    return problem
+
+
+def _extract_tar(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
     rejected: dict[str, str] = {}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            problem = _member_problem(member.name, target)
-            if problem is None and (member.issym() or member.islnk()):
-                problem = f"link to {member.linkname!r} refused"
-            elif problem is None and not (member.isfile() or member.isdir()):
-                problem = "special file (device, fifo) refused"
-            if problem is not None:
-                rejected[member.name] = problem
-            elif member.isfile() and _wanted(member.name):
-                _copy_member(tar.extractfile(member), target / member.name)
-    return rejected
+    damaged: dict[str, str] = {}
+    last, current = "the start of the archive", None
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                problem = _tar_problem(member, target)
+                if problem is not None:
+                    rejected[member.name] = problem
+                elif member.isfile() and _wanted(member.name):
+                    current = member.name
+                    try:
+                        _copy_member(tar.extractfile(member).read, target / member.name, member.name, limits)
+                    except ArchiveDamage as error:
+                        damaged[member.name] = str(error)  # the stream itself is fine: go on
+                last, current = member.name, None
+    except _DAMAGE as error:
+        # A compressed tar cannot be read past a damaged point; what came before is kept.
+        damaged[current or f"(the member after {last})"] = _reason(error) + "; nothing after it could be read"
+    return rejected, damaged
 
 
-def _extract_zip(archive: Path, target: Path) -> dict[str, str]:
+def _extract_zip(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
     rejected: dict[str, str] = {}
+    damaged: dict[str, str] = {}
     with zipfile.ZipFile(archive) as zipped:
         for info in zipped.infolist():
             problem = _member_problem(info.filename, target)
@@ -355,9 +444,165 @@ def _extract_zip(archive: Path, target: Path) -> dict[str, str]:
             if problem is not None:
                 rejected[info.filename] = problem
             elif not info.is_dir() and _wanted(info.filename):
-                with zipped.open(info) as stream:
-                    _copy_member(stream, target / info.filename)
-    return rejected
+                try:  # each zip member stands alone: a bad one does not stop the others
+                    with zipped.open(info) as stream:
+                        _copy_member(stream.read, target / info.filename, info.filename, limits)
+                except _DAMAGE as error:
+                    damaged[info.filename] = _reason(error)
+    return rejected, damaged
+
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature, version, flags, method, time, date, crc, sizes, lengths
+
+
+def _deflated(handle: Any, size: int | None) -> Any:
+    """A ``read(n)`` over one raw-deflate member; ``size`` None reads to the stream's end."""
+    inflater, left = zlib.decompressobj(-15), size
+
+    def read(n: int) -> bytes:
+        nonlocal left
+        while not inflater.eof:
+            data = inflater.unconsumed_tail
+            if not data:
+                data = handle.read(_CHUNK if left is None else min(_CHUNK, left))
+                if not data:
+                    raise EOFError("compressed data ends early")
+                left = None if left is None else left - len(data)
+            out = inflater.decompress(data, n)  # at most n bytes: memory stays bounded
+            if inflater.eof and inflater.unused_data:
+                handle.seek(-len(inflater.unused_data), os.SEEK_CUR)  # the next header starts there
+            if out:
+                return out
+        return b""
+
+    return read
+
+
+def _salvage_zip(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
+    """Read a zip without its central directory (a truncated download) from its local headers."""
+    rejected: dict[str, str] = {}
+    damaged: dict[str, str] = {"(central directory)": "missing: the archive is truncated; was the download interrupted?"}
+    with open(archive, "rb") as handle:
+        while (header := handle.read(_LOCAL_HEADER.size))[:4] == b"PK\x03\x04":
+            name = ""
+            try:
+                _, _, flags, method, _, _, crc, packed, _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+                name = handle.read(name_length).decode("utf-8" if flags & 0x800 else "cp437")
+                handle.seek(extra_length, os.SEEK_CUR)
+                _salvage_member(handle, name, flags, method, crc, packed, target, limits, rejected)
+            except _DAMAGE as error:
+                damaged[name or f"member at byte {handle.tell()}"] = _reason(error)
+                break
+    return rejected, damaged
+
+
+def _salvage_member(handle: Any, name: str, flags: int, method: int, crc: int, packed: int, target: Path,
+                    limits: _Limits, rejected: dict[str, str]) -> None:
+    described = bool(flags & 0x8)  # sizes and CRC follow the data
+    if method not in (0, 8) or flags & 0x1 or (described and method == 0) or packed == 0xFFFFFFFF:
+        raise ArchiveDamage("cannot be read without the central directory (method, encryption or zip64)")
+    read = _deflated(handle, None if described else packed) if method == 8 else _stored(handle, packed)
+    problem = _member_problem(name, target)
+    if problem is not None or name.endswith("/") or not _wanted(name):
+        if problem is not None:
+            rejected[name] = problem
+        while read(_CHUNK):
+            pass
+    else:
+        checked = _CrcReader(read)
+        _copy_member(checked, target / name, name, limits)
+        if described:
+            crc = _read_descriptor(handle)
+        if checked.crc != crc:
+            (target / name).unlink(missing_ok=True)
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {name!r}")
+        return
+    if described:
+        _read_descriptor(handle)
+
+
+def _stored(handle: Any, size: int) -> Any:
+    left = size
+
+    def read(n: int) -> bytes:
+        nonlocal left
+        raw = handle.read(min(n, left))
+        if left and not raw:
+            raise EOFError("stored data ends early")
+        left -= len(raw)
+        return raw
+
+    return read
+
+
+class _CrcReader:
+    """``read(n)`` that keeps the CRC-32 of what it returned."""
+
+    def __init__(self, read: Any) -> None:
+        self.read_raw, self.crc = read, 0
+
+    def __call__(self, n: int) -> bytes:
+        chunk = self.read_raw(n)
+        self.crc = zlib.crc32(chunk, self.crc)
+        return chunk
+
+
+def _read_descriptor(handle: Any) -> int:
+    first = handle.read(4)
+    if first == b"PK\x07\x08":
+        first = handle.read(4)
+    rest = handle.read(8)
+    if len(first) < 4 or len(rest) < 8:
+        raise EOFError("data descriptor ends early")
+    return int.from_bytes(first, "little")
+
+
+def extract_members(
+    archive: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_case_bytes: int = MAX_CASE_BYTES,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Extract what can be extracted; return ``(refused, damaged)`` member name -> reason.
+
+    ``refused`` holds unsafe members (see :func:`extract_archive`); ``damaged``
+    those that could not be read completely (truncated, bad CRC) or that
+    decompress beyond ``max_member_bytes`` (their case beyond
+    ``max_case_bytes``). A damaged member leaves no file behind; the members
+    before it (a .tar.gz) or all the others (a .zip) are extracted. A zip
+    whose central directory is missing (a truncated download) is read from
+    its local headers.
+
+    Raises
+    ------
+    ValueError
+        If ``archive`` is neither a zip nor a tar archive, or a limit is not positive.
+    """
+    archive, target = Path(archive), Path(target)
+    if min(max_member_bytes, max_case_bytes) < 1:
+        raise ValueError(f"decompression limits must be positive, got {max_member_bytes}, {max_case_bytes}")
+    limits = _Limits(max_member_bytes, max_case_bytes)
+    target.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        return _extract_zip(archive, target, limits)
+    with open(archive, "rb") as handle:
+        magic = handle.read(4)
+    if magic == b"PK\x03\x04":
+        return _salvage_zip(archive, target, limits)
+    if _is_tar(archive):
+        return _extract_tar(archive, target, limits)
+    raise ValueError(f"{archive}: not a .zip or .tar[.gz|.bz2|.xz] archive")
+
+
+def _is_tar(archive: Path) -> bool:
+    try:
+        return tarfile.is_tarfile(archive)
+    except _DAMAGE:
+        # A compressed tar truncated inside its first block; its magic says what it is.
+        with open(archive, "rb") as handle:
+            head = handle.read(6)
+        return head[:3] in (b"\x1f\x8b\x08", b"BZh") or head == b"\xfd7zXZ\x00"
 
 
 def extract_archive(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> dict[str, str]:
@@ -365,7 +610,8 @@ def extract_archive(archive: str | os.PathLike[str], target: str | os.PathLike[s
 
     Members with absolute paths, ``..`` components, links or special files are
     not extracted; they are returned with the reason. Nothing is written
-    outside ``target``.
+    outside ``target``. Damaged members (see :func:`extract_members`) are
+    returned too, their reason starting with ``"damaged"`` or ``"truncated"``.
 
     Parameters
     ----------
@@ -377,20 +623,15 @@ def extract_archive(archive: str | os.PathLike[str], target: str | os.PathLike[s
     Returns
     -------
     dict of str to str
-        Refused member name -> reason.
+        Member name not extracted -> reason.
 
     Raises
     ------
     ValueError
         If ``archive`` is neither a zip nor a tar archive.
     """
-    archive, target = Path(archive), Path(target)
-    target.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        return _extract_zip(archive, target)
-    if tarfile.is_tarfile(archive):
-        return _extract_tar(archive, target)
-    raise ValueError(f"{archive}: not a .zip or .tar[.gz] archive")
+    refused, damaged = extract_members(archive, target)
+    return {**refused, **damaged}
 
 
 # ----------------------------------------------------------------------------- reading
@@ -401,7 +642,45 @@ def _nifti_class(raw: bytes) -> type[nib.Nifti1Image]:
     return nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
 
 
-def read_nifti(path: str | os.PathLike[str], *, as_float: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    """Decompress every gzip member of ``raw``, checking CRC and length, never beyond ``limit`` bytes."""
+    parts, size = [], 0
+    while raw:
+        inflater = zlib.decompressobj(wbits=31)  # gzip framing: zlib checks the trailer's CRC and length
+        part = inflater.decompress(raw, limit - size + 1)
+        size += len(part)
+        if size > limit:
+            raise ArchiveDamage(f"decompresses to more than {limit} bytes (max_bytes)")
+        if not inflater.eof:
+            raise EOFError("compressed data ends early (the file is truncated)")
+        parts.append(part)
+        raw = inflater.unused_data
+    return b"".join(parts)
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The decoded bytes of a ``.nii[.gz]`` file; CaseError naming it on any problem."""
+    try:
+        raw = path.read_bytes()
+        if not raw:
+            raise CaseError(f"{path}: empty file (0 bytes); was a copy or download interrupted?")
+        if raw[:2] == b"\x1f\x8b":
+            raw = _gunzip(raw, limit)
+    except CaseError:
+        raise
+    except zlib.error as error:
+        check = "CRC/length check failed" if "check" in str(error) else "corrupt compressed data"
+        raise CaseError(f"{path}: cannot be decoded ({check}: {error})") from error
+    except Exception as error:  # noqa: BLE001 - any reading failure is reported per file
+        raise CaseError(f"{path}: cannot be decoded ({type(error).__name__}: {error})") from error
+    if len(raw) < _NIFTI_HEADER_BYTES:
+        raise CaseError(f"{path}: {len(raw)} bytes, too short for a NIfTI header ({_NIFTI_HEADER_BYTES})")
+    return raw
+
+
+def read_nifti(
+    path: str | os.PathLike[str], *, as_float: bool = True, max_bytes: int = MAX_MEMBER_BYTES
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode a whole NIfTI file, checking the gzip stream's CRC and length.
 
     Parameters
@@ -411,6 +690,8 @@ def read_nifti(path: str | os.PathLike[str], *, as_float: bool = True) -> tuple[
     as_float : bool, optional
         Return float32 (scaling applied); False keeps the stored dtype when
         the file has no scaling (labels).
+    max_bytes : int, optional
+        Refuse a ``.nii.gz`` that decompresses to more bytes than this.
 
     Returns
     -------
@@ -422,13 +703,11 @@ def read_nifti(path: str | os.PathLike[str], *, as_float: bool = True) -> tuple[
     Raises
     ------
     CaseError
-        If the file cannot be read or decoded completely; the message names the file.
+        If the file is empty, cannot be read or decoded completely (truncated,
+        bad CRC) or decompresses beyond ``max_bytes``; the message names the file.
     """
+    raw = _read_bytes(Path(path), max_bytes)
     try:
-        raw = Path(path).read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            # gzip.decompress checks the CRC and length that nibabel's streaming read skips.
-            raw = gzip.decompress(raw)
         image = _nifti_class(raw).from_bytes(raw)
         data = image.get_fdata(dtype=np.float32) if as_float else np.asanyarray(image.dataobj)
         return np.asarray(data), np.asarray(image.affine, float)

@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -59,6 +60,7 @@ __all__ = [
     "NonFiniteWeightsError",
     "NonFiniteDataError",
     "DamagedBackupError",
+    "non_finite_weights",
     "gpu_available",
     "precision_scope",
     "distribution_scope",
@@ -294,8 +296,10 @@ def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
 def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
     """Read ``out_dir/history.csv`` as one row per epoch (index ``epoch``).
 
-    Rows written twice for one epoch (a crash between logging and backing up)
-    keep the later one.
+    The file is rewritten (atomically) from the backup's committed rows at
+    every epoch end and on resume, so it never misses a committed epoch. After
+    a NaN stop it also holds the failed epoch's row, for diagnosis; should a
+    row appear twice, the later one is kept.
 
     Parameters
     ----------
@@ -322,7 +326,7 @@ def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: no training has logged to {out_dir}")
     frame = pd.read_csv(path)
     frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
-    # CSVLogger adds empty val_* columns to runs without validation data.
+    # Columns never filled (older CSVLogger logs add empty val_* ones) say nothing.
     return frame.set_index("epoch").dropna(axis="columns", how="all")
 
 
@@ -416,6 +420,17 @@ def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
         pd.DataFrame(rows, columns=_columns(rows)).to_csv(temporary, index=False)
 
 
+def _numbers(logs: dict[str, Any]) -> dict[str, float]:
+    """The epoch's logged scalars as floats; a caller's non-numeric entry is not a history column."""
+    row = {}
+    for name, value in logs.items():
+        try:
+            row[name] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return row
+
+
 def _columns(rows: list[dict[str, float]]) -> list[str]:
     names = ["epoch"]
     for row in rows:
@@ -477,7 +492,7 @@ class _CommitEpochs(keras.callbacks.Callback):
             raise _damaged(weights, error) from error
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row = {"epoch": epoch, **{name: float(value) for name, value in (logs or {}).items()}}
+        row = {"epoch": epoch, **_numbers(logs or {})}
         self.failure = self._problem(epoch)
         if self.failure is not None:
             # The failed epoch is logged for diagnosis but neither kept nor committed.
@@ -566,6 +581,7 @@ def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
         shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     if done_path.exists():
+        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)  # a kill just after done.json leaves it
         finished = json.loads(done_path.read_text())["epochs"]
         if finished != epochs:
             raise ValueError(
@@ -614,6 +630,14 @@ def _failure_message(failure: str, out_dir: Path, kept: bool) -> str:
         f"{out_dir / HISTORY_FILE}; nothing with a non-finite weight was saved"
         + (f", and {out_dir / BACKUP_DIR} still holds the last finite epoch." if kept else ".")
     )
+
+
+def _kept_line(out_dir: Path, committer: _CommitEpochs, epochs: int) -> str:
+    done = len(committer.rows)
+    if not done:
+        return f"interrupted: no epoch of {epochs} finished, nothing kept in {out_dir}"
+    return (f"interrupted: epochs 0-{done - 1} of {epochs} kept in {out_dir / BACKUP_DIR}; "
+            "call train() again with the same out_dir to continue")
 
 
 def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
@@ -755,13 +779,17 @@ def train(
     monitor = monitor or ("val_dice" if val_data is not None else "dice")
     nan_guard = _StopOnNonFiniteLoss()
     committer = _CommitEpochs(out_path, monitor, nan_guard, train_data)
-    model.fit(
-        **_fit_arguments(train_data, val_data, batch_size),
-        epochs=epochs,
-        # The caller's callbacks first: what they add to the epoch's logs is then committed.
-        callbacks=list(callbacks) + [nan_guard, committer],
-        verbose=verbose,
-    )
+    try:
+        model.fit(
+            **_fit_arguments(train_data, val_data, batch_size),
+            epochs=epochs,
+            # The caller's callbacks first: what they add to the epoch's logs is then committed.
+            callbacks=list(callbacks) + [nan_guard, committer],
+            verbose=verbose,
+        )
+    except KeyboardInterrupt:
+        print(_kept_line(out_path, committer, epochs), file=sys.stderr)
+        raise
     if committer.failure is not None:
         error = NonFiniteLossError if nan_guard.failure else NonFiniteWeightsError
         raise error(_failure_message(committer.failure, out_path, (out_path / BACKUP_DIR).exists()))
