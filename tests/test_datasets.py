@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+
 import keras
 import numpy as np
 import pytest
-
-import shutil
 
 from tutorial_lib.data import NonFiniteDataError, load_case, load_manifest
 from tutorial_lib.datasets import PatchDataset, SliceDataset, VolumeDataset

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from tutorial_lib import ingest
-from tutorial_lib.sources import CaseError, read_nifti
 from tutorial_lib.ingest import (
     crop_box,
     downsample_image,
@@ -25,6 +24,7 @@ from tutorial_lib.ingest import (
     split_cases,
     split_sizes,
 )
+from tutorial_lib.sources import CaseError, read_nifti
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_scripts"))
 import prepare_brats  # noqa: E402

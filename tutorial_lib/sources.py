@@ -481,7 +481,8 @@ def _deflated(handle: Any, size: int | None) -> Any:
 def _salvage_zip(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
     """Read a zip without its central directory (a truncated download) from its local headers."""
     rejected: dict[str, str] = {}
-    damaged: dict[str, str] = {"(central directory)": "missing: the archive is truncated; was the download interrupted?"}
+    damaged: dict[str, str] = {
+        "(central directory)": "missing: the archive is truncated; was the download interrupted?"}
     with open(archive, "rb") as handle:
         while (header := handle.read(_LOCAL_HEADER.size))[:4] == b"PK\x03\x04":
             name = ""
