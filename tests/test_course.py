@@ -269,6 +269,39 @@ def test_chapter03_beats_flair_threshold_baseline(course_build):
         f"3D U-Net Dice {test_dice:.3f} does not beat the FLAIR threshold {baseline_dice:.3f}")
 
 
+# The study's claims, the chapter that owns each, and the glue names it must produce (book/claims.md).
+CLAIMS = {
+    "3d_vs_2d": "03_unet3d_gpu", "dice_loss": "04_loss_functions", "skips": "05_ablations",
+    "transpose": "05_ablations", "filters": "05_ablations", "dropout": "05_ablations",
+    "kernel": "05_ablations", "smoothing": "06_postprocessing",
+}
+
+
+@pytest.mark.parametrize("claim", CLAIMS)
+def test_chapter_glues_a_computed_verdict_for_its_claim(course_build, claim):
+    from tutorial_lib.verdicts import VERDICTS
+
+    glued = glued_values(_executed(CLAIMS[claim]))
+    names = [f"claim_{claim}_{part}" for part in ("study", "ours", "verdict")]
+    missing = [name for name in names if name not in glued]
+    assert not missing, f"{CLAIMS[claim]} does not glue {missing}"
+    assert glued[names[2]].strip("'\"") in VERDICTS, f"{names[2]} is {glued[names[2]]!r}"
+
+
+def test_claims_page_shows_eight_computed_verdicts(course_build):
+    from bs4 import BeautifulSoup
+
+    from tutorial_lib.verdicts import VERDICTS
+
+    html = (BOOK / "_build" / "html" / "book" / "claims.html").read_text(encoding="utf-8")
+    rows = BeautifulSoup(html, "html.parser").select("table tbody tr")
+    cells = [[cell.get_text(" ", strip=True) for cell in row.find_all("td")] for row in rows]
+    assert len(cells) == len(CLAIMS), f"claims table has {len(cells)} rows"
+    for row in cells:
+        assert row[3] in VERDICTS, f"verdict cell of {row[0]!r} reads {row[3]!r}"
+        assert row[2] and "interval" in row[2], f"effect cell of {row[0]!r} reads {row[2]!r}"
+
+
 def test_book_index_exists(course_build):
     book = course_build["timings"].get("book")
     assert course_build["returncode"] in (None, 0), f"pipeline failed:\n{course_build['log'][-4000:]}"

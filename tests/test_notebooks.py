@@ -74,6 +74,12 @@ def test_notebook_opens_with_title_goals_and_one_parameters_cell(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_notebook_ends_with_a_summary(path):
+    last = nbformat.read(path, as_version=4).cells[-1]
+    assert last.cell_type == "markdown" and last.source.startswith("## Summary"), "no closing '## Summary' cell"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_is_stored_without_outputs(path):
     stored = [index for index, cell in enumerate(_code_cells(path)) if cell.outputs or cell.execution_count]
     assert not stored, f"code cells {stored} carry outputs; clear them before committing"
