@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -424,12 +425,28 @@ def _is_executed_copy(path: Path) -> bool:
     return path.is_file() and not nbformat.read(path, as_version=4).metadata.get(PLACEHOLDER_KEY)
 
 
+def _pasted_keys(book_dir: Path) -> dict[str, dict[str, bool]]:
+    """Glue keys pages paste from other notebooks, per chapter: key -> pasted with a number format.
+
+    Finds ``{glue:text}`../notebooks/03_x.ipynb::key``` and ``...::key:.3f``` in pages and notebooks.
+    """
+    pattern = re.compile(r"(\d\d_\w+)\.ipynb::(\w+)(:[^`]*)?`")
+    keys: dict[str, dict[str, bool]] = {}
+    for page in [*book_dir.glob("book/*.md"), *book_dir.glob("notebooks/*.ipynb")]:
+        for stem, key, spec in pattern.findall(page.read_text(encoding="utf-8")):
+            chapter = keys.setdefault(stem, {})
+            chapter[key] = chapter.get(key, False) or bool(spec) and spec[-1] not in "s"
+    return keys
+
+
 def write_placeholders(chapters: Sequence[str], book_dir: Path) -> list[str]:
     """Stand in for chapters that have no executed copy yet.
 
     Lets ``--notebooks 03`` on a fresh checkout still build (and check) the
     book: every chapter without an executed copy gets a one-cell notebook that
     says so, marked in its metadata so it is never taken for an executed one.
+    Values other pages paste from it (the claims page, for one) are glued as
+    "not run in this build", so those pages build and say so.
 
     Parameters
     ----------
@@ -446,10 +463,17 @@ def write_placeholders(chapters: Sequence[str], book_dir: Path) -> list[str]:
     import nbformat
 
     missing = [c for c in chapters if not _is_executed_copy(book_dir / f"{c}.ipynb")]
+    pasted = _pasted_keys(book_dir)
     for chapter in missing:
         title = Path(chapter).name.replace("_", " ")
+        code = nbformat.v4.new_code_cell("# values other pages paste from this chapter")
+        # A number format (":.3f") needs a number: NaN shows as "nan".
+        keys = pasted.get(Path(chapter).name, {})
+        code.outputs = [nbformat.v4.new_output(
+            "display_data", data={"text/plain": "nan" if numeric else "'not run in this build'"},
+            metadata={"scrapbook": {"name": key, "mime_prefix": ""}}) for key, numeric in sorted(keys.items())]
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
-            f"# {title}\n\nThis chapter was not executed in this build of the book.")])
+            f"# {title}\n\nThis chapter was not executed in this build of the book."), code])
         notebook.metadata[PLACEHOLDER_KEY] = True
         nbformat.write(notebook, book_dir / f"{chapter}.ipynb")
     return [Path(c).name for c in missing]
