@@ -78,13 +78,23 @@ def non_finite_count(array: np.ndarray) -> int:
     return int(np.count_nonzero(~np.isfinite(array)))
 
 
-def check_finite(array: np.ndarray, where: Any) -> None:
-    """Raise :class:`NonFiniteDataError` naming ``where`` if ``array`` holds NaN or inf."""
+def check_finite(array: np.ndarray, where: Any, *, advice: str = "Prepare the case again or leave it out.") -> None:
+    """Raise :class:`NonFiniteDataError` naming ``where`` and the first bad index if ``array`` holds NaN or inf.
+
+    Examples
+    --------
+    >>> check_finite(np.array([[0.0, np.nan]]), "x")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tutorial_lib.data.NonFiniteDataError: x: 1 non-finite value(s) (NaN or inf) of 2, the first at index [0, 1]; ...
+    """
     bad = non_finite_count(array)
     if bad:
+        array = np.asarray(array)
+        first = np.argwhere(~np.isfinite(array))[0].tolist()
         raise NonFiniteDataError(
-            f"{where}: {bad} non-finite value(s) (NaN or inf) of {np.asarray(array).size}; "
-            "training on them gives NaN weights. Prepare the case again or leave it out."
+            f"{where}: {bad} non-finite value(s) (NaN or inf) of {array.size}, the first at index {first}; "
+            f"training on them gives NaN weights. {advice}"
         )
 
 

@@ -52,7 +52,7 @@ from keras import ops
 
 from tutorial_lib import losses as losses_module
 from tutorial_lib._files import atomic_path, write_json_atomic
-from tutorial_lib.data import NonFiniteDataError, non_finite_count
+from tutorial_lib.data import NonFiniteDataError, check_finite
 
 __all__ = [
     "DiceMetric",
@@ -614,13 +614,7 @@ def _check_arrays(data: Any, name: str) -> None:
     if not isinstance(data, tuple):
         return  # datasets check their own batches (tutorial_lib.datasets)
     for part, array in zip(("x", "y"), data):
-        bad = non_finite_count(np.asarray(array))
-        if bad:
-            where = np.argwhere(~np.isfinite(np.asarray(array)))[0].tolist()
-            raise NonFiniteDataError(
-                f"{name} {part}: {bad} non-finite value(s) (NaN or inf), the first at index {where}; "
-                "training on them gives NaN weights. Fix or drop those samples."
-            )
+        check_finite(array, f"{name} {part}", advice="Fix or drop those samples.")
 
 
 def _failure_message(failure: str, out_dir: Path, kept: bool) -> str:
