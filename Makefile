@@ -14,7 +14,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # oneDNN kernels are off by default on some x86 CPUs; 3D training is 5-10x faster with them.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: setup setup-bench course test lint doctest unit unit-jax course-check bench-smoke clean
+.PHONY: setup setup-bench course test lint doctest unit unit-jax course-check bench-smoke clean \
+	assignments-release assignments-collect assignments-grade
 
 setup: $(STAMP)
 
@@ -59,6 +60,19 @@ bench-smoke: setup-bench
 	$(PY) benchmarks/run_all.py --smoke
 
 test: lint doctest unit unit-jax course-check
+
+# Classroom assignments with nbgrader (book/instructor.md):
+#   make assignments-release CHAPTERS="01 06" PROFILE=ci
+#   make assignments-collect SUBMISSIONS=path/to/submissions
+#   make assignments-grade
+assignments-release: setup
+	$(PY) scripts/assignments.py release --profile $(PROFILE) $(if $(CHAPTERS),--chapters $(CHAPTERS))
+
+assignments-collect: setup
+	$(PY) scripts/assignments.py collect --submissions $(SUBMISSIONS)
+
+assignments-grade: setup
+	$(PY) scripts/assignments.py grade
 
 clean:
 	rm -rf _build data/synthetic data/cache

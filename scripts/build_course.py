@@ -7,7 +7,9 @@ The pipeline has three steps:
    (``tutorial_lib.data.ensure_course_data``);
 2. execute each chapter listed in ``_toc.yml`` with papermill on the
    ``brats-course`` kernel into ``<out>/course/notebooks/`` (the source
-   notebooks are never modified), timing each one;
+   notebooks are never modified), timing each one, and remove the exercises'
+   hidden tests (nbgrader's ``### BEGIN HIDDEN TESTS`` regions) from the
+   executed copies, so that the book shows only the tests a learner sees;
 3. copy ``_config.yml``, ``_toc.yml`` and ``book/`` next to the executed
    copies and run ``jupyter-book build -W -n --keep-going`` there, so that the
    book is built from executed notebooks and any Sphinx warning fails the run.
@@ -289,9 +291,20 @@ def execute_chapter(
     except Exception as error:  # kernel death, timeout, missing kernel: still report per chapter
         partial.unlink(missing_ok=True)
         return f"{type(error).__name__}: {error}"
+    _remove_hidden_tests(partial)
     os.replace(partial, target)
     target.with_name(f"{target.stem}.failed.ipynb").unlink(missing_ok=True)
     return None
+
+
+def _remove_hidden_tests(notebook_path: Path) -> None:
+    """Drop the exercises' hidden tests from an executed copy: the book shows only the visible ones."""
+    import nbformat
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    notebook, _ = ClearHiddenTests().preprocess(notebook, {})
+    nbformat.write(notebook, notebook_path)
 
 
 def _describe_cell(notebook: Path, cell_source: str, exec_count: int | None) -> str:

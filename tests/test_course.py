@@ -319,3 +319,24 @@ def test_every_page_is_in_the_html(course_build, page):
     if page.startswith("notebooks/"):
         # the executed copy's outputs made it to the page
         assert "cell_output" in text, f"{html} shows no cell output"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_exercises_pass_and_show_folded_in_the_book(course_build, name):
+    """The reference solutions pass their checks; the page folds them and hides the hidden tests."""
+    from bs4 import BeautifulSoup
+
+    executed = _executed(name)
+    tests = [cell for cell in executed.cells if cell.metadata.get("nbgrader", {}).get("grade")
+             and cell.cell_type == "code"]
+    assert tests, f"{name} has no exercise"
+    for cell in tests:
+        printed = "".join(output.get("text", "") for output in cell.get("outputs", []))
+        assert "all visible checks passed" in printed, f"{name}: a test cell did not pass: {cell.source[:80]!r}"
+        assert "BEGIN HIDDEN TESTS" not in cell.source, f"{name}: hidden tests left in the executed copy"
+    html = (BOOK / "_build" / "html" / "notebooks" / f"{name}.html").read_text(encoding="utf-8")
+    page = BeautifulSoup(html, "html.parser")
+    solutions = sum(bool(cell.metadata.get("nbgrader", {}).get("solution")) for cell in executed.cells
+                    if cell.cell_type == "code")
+    assert len(page.select("div.cell.tag_hide-input")) == solutions, f"{name}: solutions not folded"
+    assert "HIDDEN TESTS" not in html and "Exercise" in page.get_text()

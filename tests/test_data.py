@@ -105,7 +105,7 @@ def test_ensure_course_data_generates_once(tmp_path, monkeypatch, tiny_case_writ
 def test_numpy_readers_import_without_a_deep_learning_backend():
     # The library's light-import promise (CONTRIBUTING.md): reading a case never starts Keras.
     code = ("import sys; from tutorial_lib import baseline, config, data, experiments, ingest, metrics, "
-            "postprocess, sources, synthetic; "
+            "postprocess, selfcheck, sources, synthetic; "
             "print(sorted(name for name in ('keras', 'tensorflow', 'jax', 'torch') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
