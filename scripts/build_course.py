@@ -488,6 +488,8 @@ def write_placeholders(chapters: Sequence[str], book_dir: Path) -> list[str]:
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
             f"# {title}\n\nThis chapter was not executed in this build of the book."), code])
         notebook.metadata[PLACEHOLDER_KEY] = True
+        # Without a language myst-nb finds no lexer for the code cell, a warning that fails the build.
+        notebook.metadata["language_info"] = {"name": "python"}
         nbformat.write(notebook, book_dir / f"{chapter}.ipynb")
     return [Path(c).name for c in missing]
 

@@ -27,3 +27,5 @@ def test_placeholder_glues_what_other_pages_paste_from_it(tmp_path):
     # A number format needs a number (NaN shows as "nan"); plain text says why it is missing.
     assert outputs == {"dice": "nan", "verdict": "'not run in this build'"}
     assert notebook.metadata[build_course.PLACEHOLDER_KEY] is True
+    # myst-nb needs the language to highlight the code cell; without it the -W build fails.
+    assert notebook.metadata["language_info"]["name"] == "python"
