@@ -169,9 +169,11 @@ def read_grades(course_dir: Path) -> list[dict[str, Any]]:
             for submission in sorted(assignment.submissions, key=lambda s: s.student.id):
                 for notebook in submission.notebooks:
                     for grade in sorted(notebook.grades, key=lambda g: g.name):
+                        waiting = grade.needs_manual_grade  # its score is not a grade yet: leave it empty
                         rows.append(dict(student_id=submission.student.id, assignment=assignment.name,
-                                         exercise=grade.name, points=grade.score, max_points=grade.max_score,
-                                         status="to grade by hand" if grade.needs_manual_grade else "graded"))
+                                         exercise=grade.name, points=None if waiting else grade.score,
+                                         max_points=grade.max_score,
+                                         status="to grade by hand" if waiting else "graded"))
     return rows
 
 
