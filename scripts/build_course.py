@@ -54,6 +54,7 @@ __all__ = [
     "select_chapters",
     "source_fingerprint",
     "stage_book",
+    "without_unset_repository",
     "execute_chapter",
     "write_placeholders",
     "build_book",
@@ -236,10 +237,32 @@ def stage_book(root: Path, book_dir: Path) -> None:
         The build tree, e.g. ``_build/course``.
     """
     book_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(root / name, book_dir / name)
+    shutil.copy2(root / "_toc.yml", book_dir / "_toc.yml")
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    (book_dir / "_config.yml").write_text(yaml.safe_dump(without_unset_repository(config), sort_keys=False),
+                                          encoding="utf-8")
     shutil.rmtree(book_dir / "book", ignore_errors=True)
     shutil.copytree(root / "book", book_dir / "book", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+
+
+def without_unset_repository(config: dict[str, Any]) -> dict[str, Any]:
+    """The book configuration without launch, repository and issue buttons when no repository URL is set.
+
+    Those buttons are built from ``repository.url``; with it empty they would
+    point nowhere, so the book has none.
+
+    Examples
+    --------
+    >>> staged = without_unset_repository({"repository": {"url": ""}, "launch_buttons": {"colab_url": "x"},
+    ...                                    "html": {"use_repository_button": True}})
+    >>> sorted(staged), staged["html"]
+    (['html'], {'use_repository_button': False, 'use_issues_button': False})
+    """
+    if (config.get("repository") or {}).get("url"):
+        return config
+    staged = {key: value for key, value in config.items() if key not in ("repository", "launch_buttons")}
+    staged["html"] = {**config.get("html", {}), "use_repository_button": False, "use_issues_button": False}
+    return staged
 
 
 def execute_chapter(

@@ -439,3 +439,18 @@ def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "interrupted: epochs 0-0 of 3 kept in" in err and "call train() again" in err
     assert train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, **FAST).epoch == [0, 1, 2]
+
+
+@pytest.mark.parametrize("every, epochs, printed", [(1, 3, [1, 2, 3]), (2, 5, [2, 4, 5]), (10, 4, [4]), (4, 8, [4, 8])])
+def test_epoch_summary_prints_every_nth_epoch_and_the_last(capsys, every, epochs, printed):
+    summary = training.EpochSummary(every)
+    summary.set_params({"epochs": epochs})
+    for epoch in range(epochs):
+        summary.on_epoch_end(epoch, {"loss": -0.25, "val_dice": 0.5, "other": 1.0})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"epoch {n}/{epochs}: loss -0.250, val_dice 0.500" for n in printed]
+
+
+def test_epoch_summary_rejects_a_zero_interval():
+    with pytest.raises(ValueError, match="every must be at least 1"):
+        training.EpochSummary(0)

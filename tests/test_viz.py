@@ -103,6 +103,35 @@ def test_slice_viewer_widgets_can_be_built(volume):
     assert controls["slice"].max == image.shape[0] - 1
 
 
+def _pixels(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def test_slice_viewer_redraws_the_slice_and_modality_a_learner_picks(volume, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setattr("IPython.display.display", lambda *objects, **options: None)
+    drawn, real_figure = [], viz._viewer_figure
+
+    def record(*args, **view):
+        drawn.append((view, real_figure(*args, **view)))
+        return drawn[-1][1]
+
+    monkeypatch.setattr(viz, "_viewer_figure", record)
+    image, label = volume
+    viewer = viz.slice_viewer(image, label, interactive=True)
+    controls = {child.description: child for box in viewer.children[:2] for child in box.children}
+    first = _pixels(drawn[-1][1])
+    controls["slice"].value = 2
+    assert drawn[-1][0]["index"] == 2 and not np.array_equal(_pixels(drawn[-1][1]), first)
+    after_slice = _pixels(drawn[-1][1])
+    controls["modality"].value = 3
+    assert drawn[-1][0]["channel"] == 3 and not np.array_equal(_pixels(drawn[-1][1]), after_slice)
+
+
 def test_static_environment_variable_forces_figures(volume, monkeypatch):
     monkeypatch.setenv(viz.STATIC_ENV, "1")
     assert isinstance(viz.slice_viewer(volume[0]), Figure)
@@ -120,3 +149,11 @@ def test_history_to_dict_accepts_frames_dicts_and_keras_like_objects():
     assert viz.history_to_dict({"loss": (0.5, 0.25)}) == expected
     with pytest.raises(ValueError, match="History"):
         viz.history_to_dict([0.5, 0.25])
+
+
+def test_history_plots_have_whole_epoch_ticks_and_labelled_axes():
+    fig = viz.plot_history({"loss": [0.9, 0.5, 0.4], "val_loss": [1.0, 0.7, 0.6]}, metrics=("loss",))
+    ax = fig.axes[0]
+    ticks = [tick for tick in ax.get_xticks() if 1 <= tick <= 3]
+    assert ticks and all(float(tick).is_integer() for tick in ticks)
+    assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "loss"

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
 
 from tutorial_lib._files import write_json_atomic
 from tutorial_lib.data import data_root

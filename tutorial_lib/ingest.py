@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
 
 from tutorial_lib._files import atomic_dir, write_json_atomic
 from tutorial_lib.config import BRATS

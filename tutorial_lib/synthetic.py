@@ -560,7 +560,7 @@ def make_dataset(
     --------
     >>> make_dataset("data/synthetic", 4, seed=0, workers=2)  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text, never a widget
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")

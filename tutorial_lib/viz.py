@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from tutorial_lib.config import BRATS
 
@@ -362,6 +363,8 @@ def plot_history(history_or_dataframe: Any, *, metrics: Sequence[str] = ("loss",
                     epochs = range(1, len(columns[key]) + 1)
                     ax.plot(epochs, columns[key], style, color=color, label=label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
+        ax.set_ylabel(metric)
         ax.set_title(metric)
         ax.legend(fontsize="small")
     return fig

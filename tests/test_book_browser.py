@@ -1,0 +1,162 @@
+"""The built book as a reader sees it: every page in headless Chromium, offline.
+
+Marked ``course``: the pages come from the ``course_build`` fixture of
+``tests/test_course.py``. The book is served on localhost and every request
+to another host is refused, as on a machine without a network, so a page that
+needs a CDN fails here. Chromium is Debian's (``chromium``; set
+``BRATS_COURSE_CHROMIUM`` to use another binary), driven by Playwright's
+Python package; no browser is downloaded. Screenshots of the intro and of
+every chapter are written to ``_build/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+import pytest
+import yaml
+from test_course import BOOK, BUILD, PIPELINE, ROOT, course_build  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.course
+
+HTML = BOOK / "_build" / "html"
+SCREENSHOTS = BUILD / "screenshots"
+PAGES = PIPELINE.read_pages(ROOT)
+CHAPTERS = [page for page in PAGES if page.startswith("notebooks/")]
+CHROMIUM = os.environ.get("BRATS_COURSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+# What each overflowing element is allowed: a horizontal scrollbar on itself or a wrapper.
+SCROLLS = """element => {
+  for (let node = element; node && node !== document.body; node = node.parentElement) {
+    const overflow = getComputedStyle(node).overflowX;
+    if ((overflow === "auto" || overflow === "scroll") && node.scrollWidth > node.clientWidth) return true;
+  }
+  return element.scrollWidth <= element.clientWidth + 1;
+}"""
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(course_build):  # noqa: F811
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(HTML)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM:
+        pytest.skip("no chromium found: install Debian's `chromium` or set BRATS_COURSE_CHROMIUM")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, site, page_name, *, height=1600):
+    """Open one page offline; return the page and what went wrong while loading it."""
+    page = browser.new_page(viewport={"width": 1280, "height": height})
+    problems = []
+    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
+            if message.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("requestfailed", lambda request: problems.append(f"failed request: {request.url}")
+            if urlparse(request.url).hostname == "127.0.0.1" else None)
+    page.on("response", lambda response: problems.append(f"HTTP {response.status}: {response.url}")
+            if response.status >= 400 else None)
+    # Offline: every other host is refused, and a page that needs one shows it.
+    page.route(lambda url: urlparse(url).hostname != "127.0.0.1",
+               lambda route: (problems.append(f"needs the network: {route.request.url}"), route.abort()))
+    page.goto(urljoin(site, f"{page_name}.html"), wait_until="load")
+    page.wait_for_load_state("networkidle")
+    return page, problems
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_page_loads_offline_without_errors(browser, site, page_name):
+    page, problems = _open(browser, site, page_name)
+    try:
+        broken = page.eval_on_selector_all("img", "images => images.filter(i => !(i.complete && i.naturalWidth > 0))"
+                                           ".map(i => i.getAttribute('src'))")
+        assert not problems, f"{page_name}: {problems}"
+        assert not broken, f"{page_name}: images that do not decode: {broken}"
+        if page.locator("span.math, div.math").count():
+            page.wait_for_selector("mjx-container", timeout=15_000)  # MathJax typeset, from the build
+        if page_name == "book/intro" or page_name in CHAPTERS:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS / f"{Path(page_name).name}.png"))
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_internal_links_resolve(browser, site, page_name):
+    page, _ = _open(browser, site, page_name)
+    try:
+        links = page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    finally:
+        page.close()
+    missing = set()
+    for link in links:
+        parsed = urlparse(link)
+        if parsed.hostname != "127.0.0.1":
+            continue
+        target = HTML / parsed.path.lstrip("/")
+        if target.is_dir():
+            target = target / "index.html"
+        if not target.is_file():
+            missing.add(parsed.path)
+    assert not missing, f"{page_name} links to pages that do not exist: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("page_name", CHAPTERS)
+def test_chapter_shows_figures_glued_numbers_and_nothing_cut_off(browser, site, page_name):
+    page, _ = _open(browser, site, page_name)
+    try:
+        assert page.locator(".cell_output img").count() >= 1, f"{page_name} shows no figure"
+        pasted = page.eval_on_selector_all(".pasted-text", "spans => spans.map(s => s.textContent)")
+        assert any(any(ch.isdigit() for ch in text) for text in pasted), f"{page_name}: no glued number in the prose"
+        clipped = page.eval_on_selector_all(
+            "article table, article pre",
+            f"elements => elements.filter(e => !({SCROLLS})(e)).map(e => e.textContent.slice(0, 60))")
+        assert not clipped, f"{page_name}: wider than the column and not scrollable: {clipped}"
+    finally:
+        page.close()
+
+
+def test_search_finds_a_chapter_by_a_word_from_it(browser, site):
+    page, problems = _open(browser, site, "search")
+    try:
+        page.goto(urljoin(site, "search.html?q=pseudo-crop"), wait_until="load")
+        page.wait_for_selector("#search-results li", timeout=15_000)
+        results = page.eval_on_selector_all("#search-results li a", "links => links.map(a => a.href)")
+    finally:
+        page.close()
+    assert any("01_data_exploration" in link for link in results), results
+    assert not problems, problems
+
+
+def test_launch_and_repository_buttons_follow_the_repository_url(course_build):  # noqa: F811
+    url = (yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8")).get("repository") or {}).get("url")
+    pages = {path: path.read_text(encoding="utf-8") for path in HTML.rglob("*.html")}
+    placeholders = sorted(str(path.relative_to(HTML)) for path, text in pages.items() if "example-org" in text)
+    assert not placeholders, f"placeholder repository URL in {placeholders}"
+    chapter = pages[HTML / "notebooks" / "01_data_exploration.html"]
+    if url:
+        assert url in chapter and "colab.research.google.com" in chapter
+    else:
+        for marker in ("colab.research.google.com", "mybinder.org", "Source repository", "Open an issue"):
+            offenders = sorted(str(path.relative_to(HTML)) for path, text in pages.items() if marker in text)
+            assert not offenders, f"{marker!r} on {offenders[:3]} although no repository URL is set"
