@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 
 import nbformat
+import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("build_course", REPO / "scripts" / "build_course.py")
@@ -29,3 +32,18 @@ def test_placeholder_glues_what_other_pages_paste_from_it(tmp_path):
     assert notebook.metadata[build_course.PLACEHOLDER_KEY] is True
     # myst-nb needs the language to highlight the code cell; without it the -W build fails.
     assert notebook.metadata["language_info"]["name"] == "python"
+
+
+@pytest.mark.parametrize("url, buttons", [("", False), ("https://github.com/someone/brats-unet-course", True)])
+def test_staged_book_has_launch_buttons_only_with_a_repository_url(tmp_path, url, buttons):
+    (tmp_path / "src" / "book").mkdir(parents=True)
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    config["repository"]["url"] = url
+    (tmp_path / "src" / "_config.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    shutil.copy2(REPO / "_toc.yml", tmp_path / "src" / "_toc.yml")
+    build_course.stage_book(tmp_path / "src", tmp_path / "book")
+    staged = yaml.safe_load((tmp_path / "book" / "_config.yml").read_text(encoding="utf-8"))
+    assert ("launch_buttons" in staged) is buttons
+    assert staged["html"]["use_repository_button"] is buttons and staged["html"]["use_issues_button"] is buttons
+    if buttons:
+        assert (REPO / "binder" / "requirements.txt").is_file() and (REPO / "binder" / "postBuild").is_file()

@@ -340,3 +340,17 @@ def test_exercises_pass_and_show_folded_in_the_book(course_build, name):
                     if cell.cell_type == "code")
     assert len(page.select("div.cell.tag_hide-input")) == solutions, f"{name}: solutions not folded"
     assert "HIDDEN TESTS" not in html and "Exercise" in page.get_text()
+
+
+RAW_REPRS = re.compile(r"np\.(?:float|int)\d+\(|\{'[a-z_]+': ")
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_printed_output_shows_no_raw_reprs(course_build, name):
+    """What a reader sees is worded or tabulated: no np.float32(...) and no printed dicts."""
+    raw = []
+    for output in _outputs(_executed(name)):
+        data = output.get("data", {})
+        text = output.get("text", "") or ("" if "text/html" in data else data.get("text/plain", ""))
+        raw += [line for line in str(text).splitlines() if RAW_REPRS.search(line)]
+    assert not raw, f"{name} prints raw Python reprs: {raw[:3]}"

@@ -7,11 +7,13 @@ checks read the notebooks' JSON and parse their code cells with ``ast``.
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+import yaml
 
 from tutorial_lib.config import PROFILES
 
@@ -123,3 +125,12 @@ def test_the_checks_catch_what_they_look_for():
     assert sizing_tables(_tree('CHAPTER = {"ci": dict(epochs=2), "gpu": dict(epochs=50)}')) == [1]
     assert profile_groups_read(_tree('settings = get_profile(profile, "ablations")')) == {"ablations"}
     assert _strings(_tree('settings["max_cases"]')) == {"max_cases"}
+
+
+def test_every_chapter_installs_the_course_on_colab_from_the_configured_repository():
+    url = (yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8")).get("repository") or {}).get("url")
+    for path in NOTEBOOKS:
+        install = nbformat.read(path, as_version=4).cells[1]
+        assert install.cell_type == "code" and '"google.colab" in sys.modules' in install.source, path.name
+        assert f"COURSE_REPOSITORY = {json.dumps(url or '')}" in install.source, \
+            f"{path.name}: its install cell and _config.yml name different repositories (scripts/set_repository.py)"

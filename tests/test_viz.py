@@ -157,3 +157,9 @@ def test_history_plots_have_whole_epoch_ticks_and_labelled_axes():
     ticks = [tick for tick in ax.get_xticks() if 1 <= tick <= 3]
     assert ticks and all(float(tick).is_integer() for tick in ticks)
     assert ax.get_xlabel() == "epoch" and ax.get_ylabel() == "loss"
+
+
+def test_label_colours_stay_apart_in_greyscale():
+    # Printed or read in greyscale, each label still has its own shade (Rec. 601 luma, 0..1).
+    luma = sorted(0.299 * r + 0.587 * g + 0.114 * b for r, g, b, _ in map(to_rgba, viz.LABEL_COLORS.values()))
+    assert min(b - a for a, b in zip(luma, luma[1:])) > 0.1

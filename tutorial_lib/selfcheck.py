@@ -8,7 +8,9 @@ that an answer which is not written yet (nbgrader's release leaves
 as such instead of as a traceback from deep inside NumPy or Keras.
 
 A failed check raises :class:`SelfCheckError`, an ``AssertionError`` whose
-message says what was checked, what was expected and what came back.
+message says what was checked, what was expected and what came back; the
+checks' own frames are hidden from IPython's traceback, so the learner sees
+their cell and that sentence.
 
 Examples
 --------
@@ -37,6 +39,7 @@ class SelfCheckError(AssertionError):
 
 
 def _run(compute: Callable[[], Any], what: str) -> Any:
+    __tracebackhide__ = True  # noqa: F841  (IPython and pytest leave this frame out of tracebacks)
     try:
         return compute()
     except NotImplementedError:
@@ -65,6 +68,7 @@ def expect_close(compute: Callable[[], Any], expected: Any, what: str, *, atol: 
     SelfCheckError
         If ``compute`` raises, returns another shape, or differs by more than ``atol``.
     """
+    __tracebackhide__ = True  # noqa: F841
     actual = _run(compute, what)
     try:
         actual_array = np.asarray(actual, dtype=float)
@@ -87,6 +91,7 @@ def expect_equal(compute: Callable[[], Any], expected: Any, what: str) -> None:
     SelfCheckError
         If ``compute`` raises or returns something else.
     """
+    __tracebackhide__ = True  # noqa: F841
     actual = _run(compute, what)
     if isinstance(expected, np.ndarray) or isinstance(actual, np.ndarray):
         same = np.shape(actual) == np.shape(expected) and np.array_equal(actual, expected)
@@ -104,6 +109,7 @@ def expect_raises(compute: Callable[[], Any], error: type[BaseException], what: 
     SelfCheckError
         If ``compute`` returns normally or raises another exception.
     """
+    __tracebackhide__ = True  # noqa: F841
     try:
         compute()
     except NotImplementedError:

@@ -1,0 +1,43 @@
+"""scripts/set_repository.py: the repository URL in _config.yml and in every chapter's install cell."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("set_repository", REPO / "scripts" / "set_repository.py")
+set_repository = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(set_repository)
+
+
+@pytest.fixture
+def course(tmp_path):
+    shutil.copy2(REPO / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return tmp_path
+
+
+def _urls(root):
+    config = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))["repository"]["url"]
+    cells = [nbformat.read(path, as_version=4).cells[1].source for path in sorted(root.glob("notebooks/0*.ipynb"))]
+    return config, cells
+
+
+@pytest.mark.parametrize("url", ["https://github.com/someone/brats-unet-course", ""])
+def test_sets_config_and_every_install_cell(course, url):
+    changed = set_repository.set_repository(url, course)
+    config, cells = _urls(course)
+    assert config == url and len(changed) == 1 + len(cells) == 8
+    assert all(f'COURSE_REPOSITORY = "{url}"' in cell for cell in cells)
+
+
+def test_refuses_what_is_not_a_git_url(course):
+    with pytest.raises(ValueError, match="does not look like a git URL"):
+        set_repository.set_repository("example-org/brats", course)
+    assert _urls(course)[0] == yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"]
