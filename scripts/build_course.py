@@ -226,6 +226,9 @@ def source_fingerprint(root: Path) -> str:
 def stage_book(root: Path, book_dir: Path) -> None:
     """Copy the book configuration and prose pages into the build tree.
 
+    ``_config.yml`` goes through :func:`without_unset_repository`, so a book
+    with no repository URL gets no launch or repository buttons.
+
     ``book/`` is replaced as a whole so that a page deleted from the sources
     also disappears from the build; executed notebooks are left alone.
 
