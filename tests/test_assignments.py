@@ -86,7 +86,7 @@ def test_exercises_across_the_course():
             if cell.metadata.get("nbgrader", {}).get("solution") and cell.cell_type == "code":
                 assert "hide-input" in cell.metadata.get("tags", []), f"{chapter}: solution not folded in the book"
     assert len(ids) == len(set(ids)), "grade ids must be unique across the course"
-    exercises = sum(_graded_cells(_source(chapter)).__len__() for chapter in CHAPTERS)
+    exercises = sum(len(_graded_cells(_source(chapter))) for chapter in CHAPTERS)
     assert exercises >= 10 and manual >= 2
 
 
@@ -123,14 +123,9 @@ FIRST = "01_data_exploration"
 CELL_TIMEOUT_S = 45
 
 
-def _replace_solution(notebook, grade_id, source):
+def _cell(notebook, grade_id):
     (cell,) = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    cell.source = source
-
-
-def _solution_of(notebook, grade_id):
-    (cell,) = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
-    return cell.source
+    return cell
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +139,7 @@ def graded(tmp_path_factory):
                                   cell_timeout=CELL_TIMEOUT_S)
     blank = nbformat.read(release[0], as_version=4)
     reference = nbformat.read(course / "source" / FIRST / f"{FIRST}.ipynb", as_version=4)
-    box = _solution_of(reference, "ex01_bounding_box")
+    box = _cell(reference, "ex01_bounding_box").source
 
     def submit(student, notebook, name=FIRST):
         (root / "submissions" / student).mkdir(parents=True, exist_ok=True)
@@ -155,14 +150,14 @@ def graded(tmp_path_factory):
                  root / "submissions" / "alice" / "06_postprocessing.ipynb")
     submit("bob", blank)
     one = nbformat.read(release[0], as_version=4)
-    _replace_solution(one, "ex01_bounding_box", box)
+    _cell(one, "ex01_bounding_box").source = box
     submit("carol", one)
     crash = nbformat.read(release[0], as_version=4)
-    _replace_solution(crash, "ex01_bounding_box", 'raise RuntimeError("my notebook is broken")')
+    _cell(crash, "ex01_bounding_box").source = 'raise RuntimeError("my notebook is broken")'
     submit("dave", crash)
     endless = nbformat.read(release[0], as_version=4)
-    _replace_solution(endless, "ex01_bounding_box", box)
-    _replace_solution(endless, "ex01_split_counts", "while True:\n    pass")
+    _cell(endless, "ex01_bounding_box").source = box
+    _cell(endless, "ex01_split_counts").source = "while True:\n    pass"
     (root / "zipped").mkdir()
     nbformat.write(endless, root / "zipped" / f"{FIRST}.ipynb")
     with zipfile.ZipFile(root / "submissions" / "erin.zip", "w") as archive:
