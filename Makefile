@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: setup setup-bench course test lint doctest unit unit-jax course-check bench-smoke clean \
-	assignments-release assignments-collect assignments-grade
+	assignments-release assignments-collect assignments-grade dry-run
 
 setup: $(STAMP)
 
@@ -60,6 +60,13 @@ bench-smoke: setup-bench
 	$(PY) benchmarks/run_all.py --smoke
 
 test: lint doctest unit unit-jax course-check
+
+# The gpu profile's full-size path on this CPU (tutorial_lib.config.DRY_RUN): synthetic
+# 192x192x160 cases, bfloat16 forced. Chapters 01 and 03 are ready for it; the others
+# are not yet (their grids still need cutting to a dry-run size).
+DRY_RUN_CHAPTERS ?= 01 03
+dry-run: setup
+	$(PY) scripts/build_course.py --dry-run --notebooks $(DRY_RUN_CHAPTERS) --out _build/dry-run
 
 # Classroom assignments with nbgrader (book/instructor.md):
 #   make assignments-release CHAPTERS="01 06" PROFILE=ci

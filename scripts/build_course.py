@@ -29,6 +29,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -37,6 +38,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +58,8 @@ __all__ = [
     "stage_book",
     "without_unset_repository",
     "execute_chapter",
+    "chapter_parameters",
+    "PeakMemory",
     "write_placeholders",
     "build_book",
     "main",
@@ -92,6 +96,9 @@ class ChapterRun:
         ``source_fingerprint`` of the sources at execution time.
     error : str or None
         For a failed chapter: which cell failed and the exception.
+    peak_rss_mb : float or None
+        Largest resident memory of the chapter's kernel (its process tree), in MiB,
+        sampled every 0.2 s.
     """
 
     name: str
@@ -101,6 +108,7 @@ class ChapterRun:
     keras_backend: str
     fingerprint: str
     error: str | None = None
+    peak_rss_mb: float | None = None
 
 
 def read_pages(root: Path) -> list[str]:
@@ -323,6 +331,38 @@ def execute_chapter(
     return None
 
 
+class PeakMemory:
+    """Largest total resident memory of this process's children while the block runs, in MiB.
+
+    papermill starts each chapter's kernel as a child process, so this is the
+    chapter's peak memory, what ``benchmarks/RESULTS.md`` tabulates.
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s, self.peak_mb = interval_s, 0.0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.wait(self.interval_s):
+            total = 0
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def _remove_hidden_tests(notebook_path: Path) -> None:
     """Drop the exercises' hidden tests from an executed copy: the book shows only the visible ones."""
     import nbformat
@@ -411,6 +451,16 @@ def _ensure_data(profile: str, cache_dir: Path | None) -> Path:
     return Path(path)
 
 
+def _dry_run_data(n_cases: int | None) -> Path:
+    """The synthetic full-size cache of a dry run: ``DRY_RUN["n_cases"]`` (or ``n_cases``) cases at 192 x 192 x 160."""
+    from tutorial_lib import data
+    from tutorial_lib.config import DRY_RUN
+
+    path = data.ensure_course_data({"n_cases": n_cases or DRY_RUN["n_cases"], "downsample": 1})
+    print(f"dry run of the gpu profile on {path}", flush=True)
+    return Path(path)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", choices=("ci", "laptop", "gpu"), default="ci",
@@ -428,29 +478,56 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "else <data root>/runs); never inside --cache-dir")
     parser.add_argument("--skip-execute", action="store_true",
                         help="do not execute notebooks, rebuild the book from existing executed copies")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="the gpu profile's full-size path on a CPU: synthetic 192x192x160 cases and the "
+                             "small overrides of tutorial_lib.config.DRY_RUN (epochs, filters, bfloat16, ...)")
+    parser.add_argument("--dry-run-cases", type=int, default=None, metavar="N",
+                        help="with --dry-run: this many synthetic cases instead of DRY_RUN's")
     parser.add_argument("--cell-timeout", type=float, default=None,
                         help="seconds one cell may run (default: 600 for ci, unlimited otherwise)")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.dry_run and (args.profile != "ci" or args.cache_dir is not None):
+        parser.error("--dry-run runs the gpu profile on its own synthetic cases: leave out --profile and --cache-dir")
+    return args
+
+
+def chapter_parameters(notebook: Path, parameters: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` plus those ``overrides`` the notebook's parameters cell defines.
+
+    Chapters expose different settings (``epochs`` in most, ``mixed_precision``
+    only in chapter 03), so each gets the overrides it can take.
+    """
+    import papermill
+
+    accepted = papermill.inspect_notebook(str(notebook))
+    return {**parameters, **{key: value for key, value in overrides.items() if key in accepted}}
 
 
 def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Path) -> list[ChapterRun]:
+    from tutorial_lib.config import DRY_RUN
+
     parameters: dict[str, Any] = {"profile": args.profile}
     if args.cache_dir is not None:
         parameters["cache_dir"] = str(args.cache_dir.resolve())
+    overrides = dict(DRY_RUN["parameters"]) if args.dry_run else {}
+    label = f"{args.profile} (dry run)" if args.dry_run else args.profile
     timeout = args.cell_timeout or DEFAULT_CELL_TIMEOUT_S[args.profile]
     fingerprint = source_fingerprint(args.root)
     timings_path = book_dir / TIMINGS_FILE
     runs = []
     for chapter in chapters:
         name = Path(chapter).name
-        print(f"\n=== executing {name} (profile {args.profile}) ===", flush=True)
+        print(f"\n=== executing {name} (profile {label}) ===", flush=True)
+        source = args.root / f"{chapter}.ipynb"
         start = time.perf_counter()
-        error = execute_chapter(args.root / f"{chapter}.ipynb", book_dir / f"{chapter}.ipynb",
-                                parameters=parameters, cell_timeout=timeout)
-        run = ChapterRun(name, "failed" if error else "ok", time.perf_counter() - start, args.profile,
-                         os.environ.get("KERAS_BACKEND", "tensorflow"), fingerprint, error)
-        print(f"{name}: {run.status} in {run.seconds:.1f} s" + (f"\n  {error}" if error else ""), flush=True)
+        with PeakMemory() as memory:
+            error = execute_chapter(source, book_dir / f"{chapter}.ipynb",
+                                    parameters=chapter_parameters(source, parameters, overrides), cell_timeout=timeout)
+        run = ChapterRun(name, "failed" if error else "ok", time.perf_counter() - start, label,
+                         os.environ.get("KERAS_BACKEND", "tensorflow"), fingerprint, error, round(memory.peak_mb, 1))
+        print(f"{name}: {run.status} in {run.seconds:.1f} s, peak memory {run.peak_rss_mb:.0f} MiB"
+              + (f"\n  {error}" if error else ""), flush=True)
         record = _load_timings(timings_path)
         record["chapters"][name] = asdict(run) | {"finished": dt.datetime.now().isoformat(timespec="seconds")}
         write_json_atomic(timings_path, record, indent=2, sort_keys=True)
@@ -556,7 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[ChapterRun] = []
     if not args.skip_execute:
         selected = select_chapters(chapters, args.notebooks)
-        _ensure_data(args.profile, args.cache_dir)
+        if args.dry_run:
+            args.profile, args.cache_dir = "gpu", _dry_run_data(args.dry_run_cases)
+        else:
+            _ensure_data(args.profile, args.cache_dir)
         runs = _execute_all(args, selected, book_dir)
         if any(run.status != "ok" for run in runs):
             _print_table(runs)

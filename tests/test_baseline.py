@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tutorial_lib import baseline
+from tutorial_lib import baseline, data
 
 CANDIDATES = np.array([0.5, 1.5, 2.5, 3.5, 4.5])
 
@@ -139,3 +139,21 @@ def test_cache_errors_name_the_file(tmp_path):
         baseline.threshold_baseline_from_cache(tmp_path)
     with pytest.raises(ValueError, match="need training and test"):
         baseline.threshold_baseline_from_cache(tmp_path, train_ids=[], test_ids=["a"])
+
+
+def test_threshold_baseline_holds_one_training_case_at_a_time(tiny_cache):
+    # Peak memory must not grow with the number of training cases (285 full-size cases would not fit).
+    import tracemalloc
+
+    split = data.load_split(tiny_cache)
+
+    def peak(train_ids):
+        tracemalloc.start()
+        baseline.threshold_baseline_from_cache(tiny_cache, train_ids=train_ids, test_ids=split["test"])
+        _, highest = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return highest
+
+    few, many = peak(split["train"]), peak(split["train"] * 4)
+    cases = len(split["train"])
+    assert many < 1.3 * few, f"peak {few / 2**20:.1f} MiB for {cases} cases, {many / 2**20:.1f} MiB for {4 * cases}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,3 +48,20 @@ def test_staged_book_has_launch_buttons_only_with_a_repository_url(tmp_path, url
     assert staged["html"]["use_repository_button"] is buttons and staged["html"]["use_issues_button"] is buttons
     if buttons:
         assert (REPO / "binder" / "requirements.txt").is_file() and (REPO / "binder" / "postBuild").is_file()
+
+
+def test_chapter_parameters_pass_only_what_a_notebook_accepts(tmp_path):
+    cell = nbformat.v4.new_code_cell('profile = "ci"\nepochs = None')
+    cell.metadata["tags"] = ["parameters"]
+    path = tmp_path / "chapter.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {"name": "python3",
+                   "display_name": "Python 3", "language": "python"}}), path)
+    chosen = build_course.chapter_parameters(path, {"profile": "gpu"}, {"epochs": 1, "mixed_precision": "bfloat16"})
+    assert chosen == {"profile": "gpu", "epochs": 1}
+
+
+def test_peak_memory_sees_a_child_process():
+    code = "import time; block = bytearray(300 * 2**20); time.sleep(1.5)"
+    with build_course.PeakMemory(interval_s=0.05) as memory:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    assert memory.peak_mb > 250

@@ -176,8 +176,12 @@ def fit_flair_threshold(
     >>> fit_flair_threshold([flair], [flair > 1.5], [flair > -1], thresholds=np.array([0.5, 1.5, 2.5]))
     1.5
     """
-    table = threshold_dice_table(flairs, masks, brains, thresholds=thresholds)
-    return float(np.asarray(thresholds)[int(np.argmax(table.mean(axis=0)))])
+    return _best_threshold(threshold_dice_table(flairs, masks, brains, thresholds=thresholds), thresholds)
+
+
+def _best_threshold(table: np.ndarray, thresholds: np.ndarray) -> float:
+    """The candidate with the highest mean Dice over the table's cases (the lowest on ties)."""
+    return float(np.asarray(thresholds)[int(np.argmax(np.asarray(table).mean(axis=0)))])
 
 
 def flair_threshold_dice(
@@ -287,8 +291,10 @@ def threshold_baseline_from_cache(
     if not train_ids or not test_ids:
         raise ValueError(f"{cache_dir}: need training and test cases, got {len(train_ids)} and {len(test_ids)}")
     train_ids, test_ids = resolve_case_ids(cache_dir, train_ids), resolve_case_ids(cache_dir, test_ids)
-    train = [_load_cached(cache_dir, case_id) for case_id in train_ids]
-    threshold = fit_flair_threshold(*zip(*train))
+    # One case in memory at a time: 240 full-size training cases would hold about 8 GB at once.
+    table = [threshold_dice_table(*([array] for array in _load_cached(cache_dir, case_id)))[0]
+             for case_id in train_ids]
+    threshold = _best_threshold(table, DEFAULT_THRESHOLDS)
     per_case = {
         case_id: flair_threshold_dice(*_load_cached(cache_dir, case_id), threshold)
         for case_id in test_ids

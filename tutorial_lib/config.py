@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["BratsConvention", "BRATS", "PROFILES", "get_profile"]
+__all__ = ["BratsConvention", "BRATS", "PROFILES", "DRY_RUN", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,23 @@ PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
                 "patch_unet": dict(epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
                                    patches_per_case=2, batch_size=2),
             }
+        ),
+    }
+)
+
+
+# The gpu profile's path, run on a CPU before anyone has a GPU
+# (`scripts/build_course.py --dry-run`, `make dry-run`): the study's full
+# 192 x 192 x 160 grid and the gpu profile, with only what makes it affordable
+# changed. `n_cases` synthetic full-size cases replace the 285 real ones;
+# `parameters` are papermill parameters, and each chapter gets those its
+# parameters cell defines. bfloat16 is forced, as on a GPU, so that the
+# mixed-precision code runs too.
+DRY_RUN: Mapping[str, Any] = MappingProxyType(
+    {
+        "n_cases": 6,  # 4 train / 1 val / 1 test
+        "parameters": MappingProxyType(
+            {"epochs": 1, "filters": [4, 8, 16, 32, 64], "batch_size": 1, "mixed_precision": "bfloat16"}
         ),
     }
 )
