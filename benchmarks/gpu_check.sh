@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU run of the benchmark suite (under 7 minutes: stage limits 270+60+60 s).
+# One prepared GPU run of the benchmark suite (under 9 minutes: stage limits 270+60+60+120 s).
 #
 # For an H100/H200 machine with Python 3.12, CUDA builds of torch and JAX, no
 # TensorFlow and no network. Keras and its small dependencies (namex, optree)
@@ -17,6 +17,7 @@
 #   train_step.json    the same rows, machine-readable
 #   inference.md       full volume vs sliding window, bf16
 #   pipeline.md        cache reads vs the step
+#   train_loop.md      chapter 03's training loop at full size: s/step, peak memory, projected gpu run
 #   summary.md         all tables together, for benchmarks/RESULTS.md
 # Every stage has its own time limit, so one slow path cannot eat the budget;
 # a stage that runs out is reported as such and the next one starts.
@@ -77,9 +78,14 @@ stage "pipeline" 60 "$OUT/pipeline.md" \
   env KERAS_BACKEND="${PIPELINE_BACKEND:-torch}" "$PY" benchmarks/bench_pipeline.py \
   --downsample 1 --cases 8 --workers 8 --precision bfloat16 --steps 3
 
+# 4. Chapter 03's own training loop (cache reader, training.train, checkpoints) at full size,
+#    bf16, the gpu profile's filters, on the backend the machine has (JAX by default).
+stage "train loop" 120 "$OUT/train_loop.md" \
+  env KERAS_BACKEND="${LOOP_BACKEND:-jax}" "$PY" benchmarks/bench_train_loop.py --precision bfloat16
+
 {
   cat "$OUT/env.txt"
-  for part in train_step inference pipeline; do
+  for part in train_step inference pipeline train_loop; do
     echo; echo "## $part"; grep -E '^(###|\||Fastest|!!|\(wrote)' "$OUT/$part.md" || echo "(no table)"
   done
 } >"$OUT/summary.md"

@@ -167,3 +167,15 @@ def test_profile_step_smoke_finds_the_convolution_gradients(tmp_path: Path) -> N
     # shape: 16x16x16 smoke volume; every one of Table 1's 14 convolutions has a weight gradient
     assert any("Conv3DBackpropFilter" in row["op type"] for row in types)
     assert sum(row["share %"] for row in types) == pytest.approx(100.0)
+
+
+@OWN_PROCESS
+def test_train_loop_smoke_runs_chapter_03s_loop(tmp_path: Path) -> None:
+    out = tmp_path / "loop.json"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_train_loop.py"), "--smoke",
+                           "--precision", "bfloat16", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["steps"] == 2 and row["s/step"] > 0 and row["peak memory (GB)"] > 0
+    assert row["gpu run, projected (h)"] == pytest.approx(row["s/step"] * 192 * 50 / 3600)
