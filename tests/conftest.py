@@ -21,7 +21,9 @@ case in any source layout (``"brats2017"``, ``"brats2023"``, ``"msd"``).
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -42,6 +44,19 @@ if os.environ.get("KERAS_BACKEND") == "jax":
 # Tests that start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
 OWN_PROCESS = pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
                                  reason="backend-independent subprocess test, run in the TensorFlow pass")
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """The module ``scripts/<name>.py`` (scripts/ is not a package), loaded once per test session."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
 
 N_SYNTHETIC_CASES = 4
 TINY_SHAPE = (48, 48, 32)

@@ -10,22 +10,18 @@ solved, a crash, an endless loop and a zipped submission.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import re
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-_spec = importlib.util.spec_from_file_location("assignments", REPO / "scripts" / "assignments.py")
-assignments = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(assignments)
+assignments = load_script("assignments")
 
 CHAPTERS = assignments.read_chapters(REPO)
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION", "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")

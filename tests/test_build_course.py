@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -11,12 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("build_course", REPO / "scripts" / "build_course.py")
-build_course = importlib.util.module_from_spec(spec)
-sys.modules.setdefault("build_course", build_course)
-spec.loader.exec_module(build_course)
+build_course = load_script("build_course")
 
 
 def test_placeholder_glues_what_other_pages_paste_from_it(tmp_path):

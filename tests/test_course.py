@@ -16,7 +16,6 @@ the pipeline itself on stand-in notebooks).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from conftest import load_script
 
 pytestmark = pytest.mark.course
 
@@ -56,15 +56,7 @@ GLUE_PREFIX = "application/papermill.record/"
 NUMPY_SCALAR = re.compile(r"^np\.(?:float|int|uint|bool_?)\w*\((.*)\)$")
 
 
-def _load_pipeline() -> Any:
-    spec = importlib.util.spec_from_file_location("build_course", REPO / "scripts" / "build_course.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("build_course", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-PIPELINE = _load_pipeline()
+PIPELINE = load_script("build_course")
 CHAPTERS = [Path(name).name for name in PIPELINE.read_chapters(ROOT)]
 
 

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("set_repository", REPO / "scripts" / "set_repository.py")
-set_repository = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(set_repository)
+set_repository = load_script("set_repository")
 
 
 @pytest.fixture
