@@ -23,6 +23,7 @@ Examples
 ``python scripts/build_course.py --profile ci``
 ``python scripts/build_course.py --profile gpu --cache-dir /data/brats2017_cache --run-root /scratch/runs``
 ``python scripts/build_course.py --notebooks 03 06``   (re-run two chapters)
+``python scripts/build_course.py --profile dry-run``   (the gpu path at full size on a CPU)
 ``python scripts/build_course.py --skip-execute``      (rebuild the book only)
 """
 
@@ -47,6 +48,7 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from tutorial_lib._files import write_json_atomic
+from tutorial_lib.config import PROFILES
 
 __all__ = [
     "KERNEL_NAME",
@@ -58,7 +60,6 @@ __all__ = [
     "stage_book",
     "without_unset_repository",
     "execute_chapter",
-    "chapter_parameters",
     "PeakMemory",
     "write_placeholders",
     "build_book",
@@ -71,7 +72,7 @@ TIMINGS_FILE = "timings.json"
 PLACEHOLDER_KEY = "brats_course_placeholder"
 # A hung cell on the CI machine should fail the run rather than eat the budget;
 # on real data single training cells legitimately run for a long time.
-DEFAULT_CELL_TIMEOUT_S = {"ci": 600, "laptop": None, "gpu": None}
+DEFAULT_CELL_TIMEOUT_S = {"ci": 600, "laptop": None, "gpu": None, "dry-run": None}
 FINGERPRINT_SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "tutorial_lib", "data_scripts", "scripts")
 FINGERPRINT_SUFFIXES = {".yml", ".md", ".bib", ".ipynb", ".py"}
 
@@ -451,20 +452,21 @@ def _ensure_data(profile: str, cache_dir: Path | None) -> Path:
     return Path(path)
 
 
-def _dry_run_data(n_cases: int | None) -> Path:
-    """The synthetic full-size cache of a dry run: ``DRY_RUN["n_cases"]`` (or ``n_cases``) cases at 192 x 192 x 160."""
+def _synthetic_data(profile: str, n_cases: int) -> Path:
+    """A synthetic cache of ``n_cases`` cases on the profile's grid (``--cases``)."""
     from tutorial_lib import data
-    from tutorial_lib.config import DRY_RUN
+    from tutorial_lib.config import get_profile
 
-    path = data.ensure_course_data({"n_cases": n_cases or DRY_RUN["n_cases"], "downsample": 1})
-    print(f"dry run of the gpu profile on {path}", flush=True)
+    path = data.ensure_course_data({**get_profile(profile), "n_cases": n_cases})
+    print(f"data: {n_cases} synthetic cases for profile {profile!r}: {path}", flush=True)
     return Path(path)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=("ci", "laptop", "gpu"), default="ci",
-                        help="run profile passed to every notebook (default: ci)")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="ci",
+                        help="run profile passed to every notebook (default: ci); dry-run is the gpu "
+                             "profile's full-size path made affordable for a CPU")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="prepared cache of real data (data_scripts/prepare_brats.py); "
                              "default: synthetic data made for the profile")
@@ -478,53 +480,36 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "else <data root>/runs); never inside --cache-dir")
     parser.add_argument("--skip-execute", action="store_true",
                         help="do not execute notebooks, rebuild the book from existing executed copies")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="the gpu profile's full-size path on a CPU: synthetic 192x192x160 cases and the "
-                             "small overrides of tutorial_lib.config.DRY_RUN (epochs, filters, bfloat16, ...)")
-    parser.add_argument("--dry-run-cases", type=int, default=None, metavar="N",
-                        help="with --dry-run: this many synthetic cases instead of DRY_RUN's")
+    parser.add_argument("--cases", type=int, default=None, metavar="N",
+                        help="synthetic data with N cases instead of the profile's (memory against cases)")
     parser.add_argument("--cell-timeout", type=float, default=None,
                         help="seconds one cell may run (default: 600 for ci, unlimited otherwise)")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.dry_run and (args.profile != "ci" or args.cache_dir is not None):
-        parser.error("--dry-run runs the gpu profile on its own synthetic cases: leave out --profile and --cache-dir")
+    if args.cases is not None and args.cache_dir is not None:
+        parser.error("--cases makes synthetic data; it cannot be combined with --cache-dir")
+    if args.cases is not None and args.cases < 3:
+        parser.error(f"--cases needs at least 3 cases (train, validation, test), got {args.cases}")
     return args
 
 
-def chapter_parameters(notebook: Path, parameters: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """``parameters`` plus those ``overrides`` the notebook's parameters cell defines.
-
-    Chapters expose different settings (``epochs`` in most, ``mixed_precision``
-    only in chapter 03), so each gets the overrides it can take.
-    """
-    import papermill
-
-    accepted = papermill.inspect_notebook(str(notebook))
-    return {**parameters, **{key: value for key, value in overrides.items() if key in accepted}}
-
-
 def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Path) -> list[ChapterRun]:
-    from tutorial_lib.config import DRY_RUN
-
     parameters: dict[str, Any] = {"profile": args.profile}
     if args.cache_dir is not None:
         parameters["cache_dir"] = str(args.cache_dir.resolve())
-    overrides = dict(DRY_RUN["parameters"]) if args.dry_run else {}
-    label = f"{args.profile} (dry run)" if args.dry_run else args.profile
     timeout = args.cell_timeout or DEFAULT_CELL_TIMEOUT_S[args.profile]
     fingerprint = source_fingerprint(args.root)
     timings_path = book_dir / TIMINGS_FILE
     runs = []
     for chapter in chapters:
         name = Path(chapter).name
-        print(f"\n=== executing {name} (profile {label}) ===", flush=True)
+        print(f"\n=== executing {name} (profile {args.profile}) ===", flush=True)
         source = args.root / f"{chapter}.ipynb"
         start = time.perf_counter()
         with PeakMemory() as memory:
-            error = execute_chapter(source, book_dir / f"{chapter}.ipynb",
-                                    parameters=chapter_parameters(source, parameters, overrides), cell_timeout=timeout)
-        run = ChapterRun(name, "failed" if error else "ok", time.perf_counter() - start, label,
+            error = execute_chapter(source, book_dir / f"{chapter}.ipynb", parameters=parameters,
+                                    cell_timeout=timeout)
+        run = ChapterRun(name, "failed" if error else "ok", time.perf_counter() - start, args.profile,
                          os.environ.get("KERAS_BACKEND", "tensorflow"), fingerprint, error, round(memory.peak_mb, 1))
         print(f"{name}: {run.status} in {run.seconds:.1f} s, peak memory {run.peak_rss_mb:.0f} MiB"
               + (f"\n  {error}" if error else ""), flush=True)
@@ -633,8 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[ChapterRun] = []
     if not args.skip_execute:
         selected = select_chapters(chapters, args.notebooks)
-        if args.dry_run:
-            args.profile, args.cache_dir = "gpu", _dry_run_data(args.dry_run_cases)
+        if args.cases is not None:
+            args.cache_dir = _synthetic_data(args.profile, args.cases)
         else:
             _ensure_data(args.profile, args.cache_dir)
         runs = _execute_all(args, selected, book_dir)

@@ -47,14 +47,10 @@ def test_staged_book_has_launch_buttons_only_with_a_repository_url(tmp_path, url
         assert (REPO / "binder" / "requirements.txt").is_file() and (REPO / "binder" / "postBuild").is_file()
 
 
-def test_chapter_parameters_pass_only_what_a_notebook_accepts(tmp_path):
-    cell = nbformat.v4.new_code_cell('profile = "ci"\nepochs = None')
-    cell.metadata["tags"] = ["parameters"]
-    path = tmp_path / "chapter.ipynb"
-    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {"name": "python3",
-                   "display_name": "Python 3", "language": "python"}}), path)
-    chosen = build_course.chapter_parameters(path, {"profile": "gpu"}, {"epochs": 1, "mixed_precision": "bfloat16"})
-    assert chosen == {"profile": "gpu", "epochs": 1}
+def test_cases_and_a_cache_dir_cannot_be_combined(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_course._parse_args(["--cases", "6", "--cache-dir", str(tmp_path)])
+    assert "--cases makes synthetic data" in capsys.readouterr().err
 
 
 def test_peak_memory_sees_a_child_process():

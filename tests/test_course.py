@@ -206,8 +206,9 @@ def test_running_page_profile_table_matches_config():
     assert rows, "book/running.md has no profile table rows naming their setting as (`group.key`)"
     for row in rows:
         group, key = re.search(r"\(`(\w+)\.(\w+)`\)", row).groups()
-        cells = [cell.strip() for cell in row.strip("|").split("|")][1:]  # ci, laptop, gpu
-        for profile, cell in zip(("ci", "laptop", "gpu"), cells):
+        cells = [cell.strip() for cell in row.strip("|").split("|")][1:]  # ci, laptop, gpu, dry-run
+        assert len(cells) == len(PROFILES), f"running.md row {row!r} lacks a column per profile"
+        for profile, cell in zip(PROFILES, cells):
             value = PROFILES[profile][group][key]
             expected = f"{value[0]} to {value[-1]}" if isinstance(value, tuple) else str(value)
             assert cell.startswith(expected), (

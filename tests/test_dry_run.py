@@ -1,7 +1,7 @@
-"""The gpu profile's full-size path, dry-run on the CPU (``build_course.py --dry-run``).
+"""The gpu profile's full-size path, dry-run on the CPU (``build_course.py --profile dry-run``).
 
 Marked ``course``. Chapters 01 and 03 run on synthetic 192 x 192 x 160 cases
-with the gpu profile and ``config.DRY_RUN``'s overrides, bfloat16 forced, into
+with the dry-run profile (the gpu one made affordable), bfloat16 forced, into
 a throw-away build and run root: about two minutes on two cores.
 """
 
@@ -25,7 +25,7 @@ CHAPTERS = ("01_data_exploration", "03_unet3d_gpu")
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("dry_run")
     env = {**os.environ, "BRATS_COURSE_RUNS": str(out / "runs")}
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_course.py"), "--dry-run",
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "build_course.py"), "--profile", "dry-run",
                              "--notebooks", *(name[:2] for name in CHAPTERS), "--out", str(out)],
                             capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -41,7 +41,7 @@ def _printed(notebook_path: Path) -> str:
 def test_chapters_run_at_full_size_in_bfloat16(dry_run):
     timings = json.loads((dry_run / "timings.json").read_text(encoding="utf-8"))["chapters"]
     for name in CHAPTERS:
-        assert timings[name]["status"] == "ok" and timings[name]["profile"] == "gpu (dry run)"
+        assert timings[name]["status"] == "ok" and timings[name]["profile"] == "dry-run"
         assert timings[name]["peak_rss_mb"] > 0
     printed = _printed(dry_run / "notebooks" / "03_unet3d_gpu.ipynb")
     assert "grid (192, 192, 160)" in printed and "mixed precision: bfloat16" in printed

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-__all__ = ["BratsConvention", "BRATS", "PROFILES", "DRY_RUN", "get_profile"]
+__all__ = ["BratsConvention", "BRATS", "PROFILES", "get_profile"]
 
 
 @dataclass(frozen=True)
@@ -96,75 +96,83 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # reads ``get_profile(profile, "<group>")``, and its papermill parameters left
 # at None take these values. "patch_unet" is shared: chapter 06 trains that
 # network and chapter 07 reuses it.
-PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(
-    {
-        # 2-core CI machine: every chapter in a few minutes.
-        "ci": _frozen(
-            {
-                "data": dict(n_cases=32, downsample=4),  # 22 train / 5 val / 5 test; grid 48 x 48 x 40
-                "baseline_2d": dict(epochs=2, batch_size=16, slice_step=2, filters=(8, 16, 32),
-                                    sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
-                "unet3d": dict(epochs=40, filters=(8, 16, 32, 64), batch_size=2),
-                "losses": dict(epochs=4, filters=(8, 16, 32), batch_size=16, slice_step=2, seeds=3),
-                # Patches: one whole-volume epoch of even a tiny 3D net is too slow on 2 cores.
-                "ablations": dict(epochs=2, filters=(4, 8, 16), wide_filters=(8, 16, 32),
-                                  patch_shape=(24, 24, 24), patches_per_case=2, batch_size=2,
-                                  modalities="all", seeds=3),
-                "patch_unet": dict(epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
-                                   patches_per_case=2, batch_size=2),
-            }
-        ),
-        # A laptop CPU: tens of minutes per chapter.
-        "laptop": _frozen(
-            {
-                "data": dict(n_cases=40, downsample=2),  # grid 96 x 96 x 80
-                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
-                                    sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
-                "unet3d": dict(epochs=20, filters=(16, 32, 64, 128, 256), batch_size=1),
-                "losses": dict(epochs=5, filters=(16, 32, 64, 128), batch_size=16, slice_step=2, seeds=3),
-                # Patches and the study's 8 epochs: 5 whole-volume epochs left the
-                # baseline at validation Dice 0 on all three seeds.
-                "ablations": dict(epochs=8, filters=(8, 16, 32, 64), wide_filters=(16, 32, 64, 128),
-                                  patch_shape=(48, 48, 40), patches_per_case=2, batch_size=2,
-                                  modalities="all", seeds=3),
-                "patch_unet": dict(epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
-                                   patches_per_case=2, batch_size=2),
-            }
-        ),
-        # A single modern GPU with real BraTS 2017 (285 cases) at full size.
-        "gpu": _frozen(
-            {
-                "data": dict(n_cases=285, downsample=1),  # 192 x 192 x 160, the paper's Table 1 input
-                "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
-                                    sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
-                "unet3d": dict(epochs=50, filters=(32, 64, 128, 256, 512), batch_size=2),
-                "losses": dict(epochs=5, filters=(32, 64, 128, 256), batch_size=16, slice_step=2, seeds=3),
-                "ablations": dict(epochs=10, filters=(16, 32, 64, 128, 256),
-                                  wide_filters=(32, 64, 128, 256, 512), patch_shape=None,
-                                  patches_per_case=1, batch_size=1, modalities=("flair",), seeds=3),
-                "patch_unet": dict(epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
-                                   patches_per_case=2, batch_size=2),
-            }
-        ),
-    }
-)
+_PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
+    # 2-core CI machine: every chapter in a few minutes.
+    "ci": _frozen(
+        {
+            "data": dict(n_cases=32, downsample=4),  # 22 train / 5 val / 5 test; grid 48 x 48 x 40
+            "baseline_2d": dict(epochs=2, batch_size=16, slice_step=2, filters=(8, 16, 32),
+                                sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
+            # mixed_precision None: bfloat16 where a GPU is found, float32 otherwise.
+            "unet3d": dict(epochs=40, filters=(8, 16, 32, 64), batch_size=2, mixed_precision=None),
+            "losses": dict(epochs=4, filters=(8, 16, 32), batch_size=16, slice_step=2, seeds=3),
+            # Patches: one whole-volume epoch of even a tiny 3D net is too slow on 2 cores.
+            "ablations": dict(epochs=2, filters=(4, 8, 16), wide_filters=(8, 16, 32),
+                              patch_shape=(24, 24, 24), patches_per_case=2, batch_size=2,
+                              modalities="all", seeds=3),
+            "patch_unet": dict(epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
+                               patches_per_case=2, batch_size=2),
+        }
+    ),
+    # A laptop CPU: tens of minutes per chapter.
+    "laptop": _frozen(
+        {
+            "data": dict(n_cases=40, downsample=2),  # grid 96 x 96 x 80
+            "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
+                                sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
+            "unet3d": dict(epochs=20, filters=(16, 32, 64, 128, 256), batch_size=1, mixed_precision=None),
+            "losses": dict(epochs=5, filters=(16, 32, 64, 128), batch_size=16, slice_step=2, seeds=3),
+            # Patches and the study's 8 epochs: 5 whole-volume epochs left the
+            # baseline at validation Dice 0 on all three seeds.
+            "ablations": dict(epochs=8, filters=(8, 16, 32, 64), wide_filters=(16, 32, 64, 128),
+                              patch_shape=(48, 48, 40), patches_per_case=2, batch_size=2,
+                              modalities="all", seeds=3),
+            "patch_unet": dict(epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
+                               patches_per_case=2, batch_size=2),
+        }
+    ),
+    # A single modern GPU with real BraTS 2017 (285 cases) at full size.
+    "gpu": _frozen(
+        {
+            "data": dict(n_cases=285, downsample=1),  # 192 x 192 x 160, the paper's Table 1 input
+            "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
+                                sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
+            "unet3d": dict(epochs=50, filters=(32, 64, 128, 256, 512), batch_size=2, mixed_precision=None),
+            "losses": dict(epochs=5, filters=(32, 64, 128, 256), batch_size=16, slice_step=2, seeds=3),
+            "ablations": dict(epochs=10, filters=(16, 32, 64, 128, 256),
+                              wide_filters=(32, 64, 128, 256, 512), patch_shape=None,
+                              patches_per_case=1, batch_size=1, modalities=("flair",), seeds=3),
+            "patch_unet": dict(epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
+                               patches_per_case=2, batch_size=2),
+        }
+    ),
+}
 
 
-# The gpu profile's path, run on a CPU before anyone has a GPU
-# (`scripts/build_course.py --dry-run`, `make dry-run`): the study's full
-# 192 x 192 x 160 grid and the gpu profile, with only what makes it affordable
-# changed. `n_cases` synthetic full-size cases replace the 285 real ones;
-# `parameters` are papermill parameters, and each chapter gets those its
-# parameters cell defines. bfloat16 is forced, as on a GPU, so that the
-# mixed-precision code runs too.
-DRY_RUN: Mapping[str, Any] = MappingProxyType(
-    {
-        "n_cases": 6,  # 4 train / 1 val / 1 test
-        "parameters": MappingProxyType(
-            {"epochs": 1, "filters": [4, 8, 16, 32, 64], "batch_size": 1, "mixed_precision": "bfloat16"}
-        ),
-    }
+def _derived(base: Mapping[str, Mapping[str, Any]], **changes: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+    """Profile ``base`` with some settings of some groups replaced (a typo raises, not adds a setting)."""
+    for group, values in changes.items():
+        if set(values) - set(base[group]):
+            raise ValueError(f"{group!r} has no settings {sorted(set(values) - set(base[group]))}")
+    return _frozen({group: {**values, **changes.get(group, {})} for group, values in base.items()})
+
+
+# "dry-run": the gpu profile's code path on a CPU, before anyone has a GPU
+# (`make dry-run`). The study's full 192 x 192 x 160 grid, whole volumes,
+# 96^3 patches and bfloat16 stay; what changes only makes it affordable: six
+# synthetic cases, one epoch, one seed, narrow filters, thin 2D slicing and a
+# two-width size sweep. It finds the shape, dtype, memory and time-out faults
+# of the full-size path; its scores mean nothing.
+_PROFILES["dry-run"] = _derived(
+    _PROFILES["gpu"],
+    data=dict(n_cases=6),  # 4 train / 1 val / 1 test
+    baseline_2d=dict(epochs=1, slice_step=8, sweep_widths=(4, 8)),
+    unet3d=dict(epochs=1, filters=(4, 8, 16, 32, 64), batch_size=1, mixed_precision="bfloat16"),
+    losses=dict(epochs=1, filters=(4, 8, 16, 32), slice_step=8, seeds=1),
+    ablations=dict(epochs=1, filters=(2, 4, 8, 16, 32), wide_filters=(4, 8, 16, 32, 64), seeds=1),
+    patch_unet=dict(epochs=1, filters=(4, 8, 16, 32, 64)),
 )
+PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(_PROFILES)
 
 
 def get_profile(name: str, group: str = "data", /, **overrides: Any) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def get_profile(name: str, group: str = "data", /, **overrides: Any) -> dict[str
 
     Parameters
     ----------
-    name : {"ci", "laptop", "gpu"}
+    name : {"ci", "laptop", "gpu", "dry-run"}
         Profile to start from.
     group : str, optional
         ``"data"`` (``n_cases``, ``downsample``) or an experiment group such as
