@@ -33,6 +33,8 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from tutorial_lib import costs  # noqa: E402
+
 __all__ = ["measure_keras_step", "compiled_table1", "compare_rows", "main"]
 
 EPOCH_VOLUMES = 240  # the paper's training cases (285 minus 45 test)
@@ -75,7 +77,7 @@ def measure_keras_step(
 
     model, images, labels = compiled_table1(size, precision=precision, batch_size=batch_size,
                                             jit_compile=jit_compile)
-    flops = common.keras_model_flops(model, batch_size=batch_size)
+    flops = costs.forward_flops(model, batch_size=batch_size)
     common.reset_keras_peak_memory()
     # train_on_batch returns the loss as a host number, so every step synchronises.
     times = common.time_steps(lambda: model.train_on_batch(images, labels), steps=steps, warmup=warmup)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 __all__ = [
     "REPO_ROOT",
@@ -36,8 +36,6 @@ __all__ = [
     "cpu_peak_rss_bytes",
     "keras_peak_memory_bytes",
     "reset_keras_peak_memory",
-    "conv_flops",
-    "keras_model_flops",
     "print_table",
     "run_subprocess_json",
     "versions",
@@ -216,51 +214,6 @@ def keras_peak_memory_bytes() -> tuple[int, str]:
 
         return int(torch.cuda.max_memory_allocated()), "gpu"
     return cpu_peak_rss_bytes(), "cpu-rss"
-
-
-def conv_flops(
-    kernel: Sequence[int], in_channels: int, out_channels: int, voxels: int
-) -> int:
-    """Forward FLOPs of one convolution: 2 * prod(kernel) * Cin * Cout per voxel.
-
-    ``voxels`` is the number of output voxels for a convolution and the number
-    of *input* voxels for a strided transposed convolution, because each input
-    voxel is multiplied into one kernel's worth of outputs (counting output
-    voxels would overstate a stride-2 transposed convolution eightfold).
-    """
-    return 2 * math.prod(kernel) * in_channels * out_channels * voxels
-
-
-def keras_model_flops(model: Any, *, batch_size: int = 1) -> int:
-    """Forward FLOPs of every Conv/ConvTranspose layer of a built Keras model.
-
-    Other layers (pooling, activations, concatenation) are memory bound and
-    left out, as is conventional for achieved-TFLOP/s figures.
-    """
-    import keras
-
-    total = 0
-    for layer in _walk_layers(model):
-        if isinstance(layer, keras.layers.Conv3DTranspose):
-            spatial = layer.input.shape[1:-1]
-        elif isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv2D)):
-            spatial = layer.output.shape[1:-1]
-        elif isinstance(layer, keras.layers.Conv2DTranspose):
-            spatial = layer.input.shape[1:-1]
-        else:
-            continue
-        in_channels = layer.input.shape[-1]
-        total += conv_flops(layer.kernel_size, in_channels, layer.filters, math.prod(spatial))
-    return total * batch_size
-
-
-def _walk_layers(model: Any) -> Iterable[Any]:
-    """Every leaf layer of a possibly nested functional model."""
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _walk_layers(layer)
-        else:
-            yield layer
 
 
 def print_table(title: str, rows: list[dict[str, Any]], *, file: Any = None) -> None:

@@ -24,6 +24,8 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from tutorial_lib import costs  # noqa: E402
+
 __all__ = [
     "PAPER_PARAMETERS",
     "build_table1",
@@ -139,7 +141,7 @@ def torch_model_flops(model: Any, input_shape: Sequence[int]) -> int:
     def hook(module: Any, inputs: Any, output: Any) -> None:
         spatial = inputs[0].shape[2:] if isinstance(module, nn.ConvTranspose3d) else output.shape[2:]
         batch = output.shape[0]
-        total[0] += common.conv_flops(
+        total[0] += costs.conv_flops(
             module.kernel_size, module.in_channels, module.out_channels, batch * math.prod(spatial)
         )
 

@@ -15,12 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import OWN_PROCESS
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import common  # noqa: E402
-from conftest import OWN_PROCESS  # noqa: E402
 
 EXPECTED_TABLES = (
     "Training step, Table 1 model",
@@ -98,19 +95,6 @@ def test_json_rows_have_positive_rates(smoke_run: tuple[str, dict]) -> None:
     steps = [row for row in rows if "params" in row]
     # shape: Table 1 has 13,522,721 parameters in both frameworks
     assert {row["params"] for row in steps} == {13_522_721}
-
-
-# One hand-counted case per layer kind, shape: (kernel, Cin, Cout, voxels) -> FLOPs
-FLOP_CASES = [
-    ((3, 3, 3), 1, 32, 16**3, 2 * 27 * 1 * 32 * 4096),
-    ((1, 1, 1), 32, 1, 8, 2 * 32 * 8),
-    ((3, 3, 3), 512, 256, 1, 2 * 27 * 512 * 256),
-]
-
-
-@pytest.mark.parametrize("kernel, c_in, c_out, voxels, expected", FLOP_CASES)
-def test_conv_flops(kernel, c_in, c_out, voxels, expected) -> None:
-    assert common.conv_flops(kernel, c_in, c_out, voxels) == expected
 
 
 def test_table1_flops_match_between_keras_and_torch(smoke_run: tuple[str, dict]) -> None:

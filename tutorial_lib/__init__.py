@@ -4,7 +4,8 @@ One module per concept: ``config`` (BraTS conventions, run profiles), ``syntheti
 (BraTS-like cases), ``baseline`` (the FLAIR-threshold baseline), ``sources``
 (BraTS download layouts, safe extraction, validation), ``ingest`` (build the cache), ``data``
 (NumPy readers over the cache), ``datasets`` (Keras readers), ``models``, ``losses``,
-``metrics``, ``postprocess``, ``training``, ``experiments`` (the run cache), ``recipes``
+``metrics``, ``postprocess``, ``training``, ``costs`` (FLOPs and memory of a step),
+``experiments`` (the run cache), ``recipes``
 (trainings several chapters share), ``inference`` and ``viz``.
 
 Arrays are channels-last everywhere: ``(batch, x, y, z, channels)``.
