@@ -10,6 +10,7 @@ import pytest
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_brain, load_case, load_manifest, load_split
 from tutorial_lib.inference import (
+    PackedMasks,
     case_dice,
     predict_case,
     predict_volume,
@@ -230,3 +231,19 @@ def test_case_dice_scores_the_binarised_prediction_of_each_case(tiny_cache, rank
         predicted = load_brain(tiny_cache, case_id) if rank == 2 else np.ones_like(truth)
         expected = 2 * (truth & predicted).sum() / (truth.sum() + predicted.sum())  # hand-computed Dice
         assert scores[case_id] == pytest.approx(expected)
+
+
+def test_packed_masks_round_trip_at_an_eighth_of_the_memory() -> None:
+    rng = np.random.default_rng(0)
+    masks, originals = PackedMasks(), {}
+    for case_id, shape in (("odd", (5, 7, 3)), ("full", (192, 192, 160)), ("empty", (4, 4, 4))):
+        originals[case_id] = rng.random(shape) < (0.0 if case_id == "empty" else 0.3)
+        masks[case_id] = originals[case_id]
+    for case_id, original in originals.items():
+        assert masks[case_id].dtype == bool and np.array_equal(masks[case_id], original), case_id
+    assert list(masks) == ["odd", "full", "empty"]
+    assert masks.nbytes <= sum(m.size for m in originals.values()) / 8 + 3  # one partial byte per mask
+    del masks["odd"]
+    assert len(masks) == 2
+    with pytest.raises(ValueError, match="'probabilities' must be boolean"):
+        masks["probabilities"] = rng.random((2, 2, 2))

@@ -22,7 +22,9 @@ probabilities ``(x, y, z, K)``.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -36,7 +38,7 @@ from tutorial_lib.metrics import dice_coefficient
 
 __all__ = [
     "CasePrediction", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
-    "regions_to_labels", "write_segmentation",
+    "regions_to_labels", "write_segmentation", "PackedMasks",
 ]
 
 
@@ -464,3 +466,53 @@ def write_segmentation(
     out = Path(out_path)
     _save_nifti_atomically(labels, affine, out)
     return out
+
+
+class PackedMasks(MutableMapping):
+    """Boolean masks by key (a case ID), held at one bit per voxel.
+
+    A chapter that scores the same held-out cases many times keeps their
+    predicted and true masks in memory; as NumPy booleans that is one byte per
+    voxel, 5.9 MB per full-size case, and grows with the number of cases. Bit
+    packing holds an eighth of it (93 held-out cases of the real data: 69 MB
+    instead of 549 MB per set of masks). Reading a mask unpacks a fresh array.
+
+    Raises
+    ------
+    ValueError
+        When a stored mask is not boolean.
+
+    Examples
+    --------
+    >>> masks = PackedMasks()
+    >>> masks["case"] = np.eye(3, dtype=bool)[..., None]
+    >>> masks["case"][..., 0].astype(int).tolist(), masks["case"].dtype, len(masks)
+    ([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype('bool'), 1)
+    """
+
+    def __init__(self) -> None:
+        self._packed: dict[str, tuple[np.ndarray, tuple[int, ...]]] = {}
+
+    def __setitem__(self, key: str, mask: np.ndarray) -> None:
+        mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise ValueError(f"mask {key!r} must be boolean, got dtype {mask.dtype}; compare it with a threshold first")
+        self._packed[key] = (np.packbits(mask, axis=None), mask.shape)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        bits, shape = self._packed[key]
+        return np.unpackbits(bits, count=math.prod(shape)).reshape(shape).view(bool)
+
+    def __delitem__(self, key: str) -> None:
+        del self._packed[key]
+
+    def __iter__(self):
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed bits."""
+        return sum(bits.nbytes for bits, _ in self._packed.values())
