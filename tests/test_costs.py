@@ -64,24 +64,20 @@ def test_the_table1_network_in_bfloat16_needs_about_half_the_activation_memory()
     assert 0.5 <= mixed["activations"] / float32["activations"] < 0.55
 
 
+def _growth_in_a_fresh_python(before: str, block: str) -> str:
+    """What PeakGrowth prints for ``block`` after ``before``, in a fresh interpreter (no earlier peak of ours)."""
+    code = "\n".join(["from tutorial_lib.costs import PeakGrowth", before, "with PeakGrowth() as growth:",
+                      f"    {block}", "print(growth.bytes)"])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1]).stdout
+
+
 def test_peak_growth_sees_a_block_that_goes_above_the_earlier_peak() -> None:
-    # A fresh interpreter, so that no earlier peak of this test process hides the block.
-    code = ("from tutorial_lib.costs import PeakGrowth\n"
-            "with PeakGrowth() as growth:\n"
-            "    block = b'x' * (300 * 2**20)\n"
-            "print(growth.bytes)")
-    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parents[1]).stdout
+    printed = _growth_in_a_fresh_python("", "block = b'x' * (300 * 2**20)")
     assert 290 * 2**20 <= int(printed) <= 400 * 2**20, printed
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="only Linux lets a process reset its peak mark")
 def test_peak_growth_is_the_blocks_own_even_below_an_earlier_peak() -> None:
-    code = ("from tutorial_lib.costs import PeakGrowth\n"
-            "first = b'x' * (300 * 2**20); del first\n"
-            "with PeakGrowth() as growth:\n"
-            "    block = b'x' * (50 * 2**20)\n"
-            "print(growth.bytes)")
-    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parents[1]).stdout
+    printed = _growth_in_a_fresh_python("first = b'x' * (300 * 2**20); del first", "block = b'x' * (50 * 2**20)")
     assert 45 * 2**20 <= int(printed) <= 120 * 2**20, printed
