@@ -18,6 +18,7 @@ import pytest
 from conftest import OWN_PROCESS
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import as modules
 
 EXPECTED_TABLES = (
     "Training step, Table 1 model",

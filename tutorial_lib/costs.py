@@ -164,7 +164,7 @@ class PeakGrowth:
     bytes: int | None = None
 
     def __enter__(self) -> "PeakGrowth":
-        import psutil  # comes with Jupyter's kernel
+        import psutil
 
         self._reset = _reset_peak()
         self._start, self._peak = psutil.Process().memory_info().rss, _peak_rss_bytes()
