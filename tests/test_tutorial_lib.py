@@ -50,6 +50,23 @@ def test_setting_the_switch_first_silences_the_warning() -> None:
     assert "oneDNN kernels are off" not in result.stderr
 
 
+RETRACING = ("import numpy as np, keras\n"
+             "for _ in range(8):\n"
+             "    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])\n"
+             "    model.predict_on_batch(np.zeros((2, 4)))\n")
+
+
+@OWN_PROCESS
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="a TensorFlow log")
+@pytest.mark.parametrize("first, noted", [("", True), ("import tutorial_lib\n", False)])
+def test_tensorflows_retracing_note_is_dropped_once_tutorial_lib_is_imported(first: str, noted: bool) -> None:
+    # Eight new models in a row: TensorFlow takes their first traces for retracing.
+    result = subprocess.run([sys.executable, "-c", first + RETRACING], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("triggered tf.function retracing" in result.stdout + result.stderr) is noted
+
+
 def test_write_json_atomic_creates_the_folder_and_uses_the_usual_permissions(tmp_path: Path) -> None:
     target = tmp_path / "new" / "record.json"
     write_json_atomic(target, {"b": 1, "a": [0.5]}, sort_keys=True)

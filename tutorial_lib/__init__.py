@@ -13,6 +13,7 @@ Modules are imported on demand (``from tutorial_lib import models``) so that
 importing the package does not start a deep-learning backend.
 """
 
+import logging as _logging
 import os as _os
 import sys as _sys
 import warnings as _warnings
@@ -32,5 +33,16 @@ if "tensorflow" in _sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in _os.environ:
         stacklevel=2,
     )
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def _not_a_retracing_note(record: _logging.LogRecord) -> bool:
+    # The chapters train and evaluate many networks in one kernel; TensorFlow counts the
+    # first trace of each new network's step as "retracing" and prints a long warning
+    # (to stdout in a notebook, so onto the book's pages) that points at nothing to fix.
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
+# A filter on the named logger, which TensorFlow fetches by the same name: no import of it here.
+_logging.getLogger("tensorflow").addFilter(_not_a_retracing_note)
 
 __version__ = "0.1.0"
