@@ -17,6 +17,7 @@ estimates (16 bytes per parameter in all).
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -74,7 +75,7 @@ def forward_flops(model: Any, *, batch_size: int = 1) -> int:
 
 
 def activation_bytes(model: Any, *, batch_size: int = 1) -> dict[str, int]:
-    """Bytes of each layer's output for one batch, in the layer's compute dtype.
+    """Bytes of each layer's output for one batch, in the dtype of that output.
 
     Parameters
     ----------
@@ -117,13 +118,10 @@ def training_memory(model: Any, *, batch_size: int = 1) -> dict[str, int]:
             "activations": sum(activation_bytes(model, batch_size=batch_size).values())}
 
 
-_STATUS = "/proc/self/status"
-
-
 def _peak_rss_bytes() -> int | None:
     """This process's peak resident memory: Linux's VmHWM, else getrusage (None on Windows)."""
     try:
-        with open(_STATUS, encoding="ascii") as status:
+        with open("/proc/self/status", encoding="ascii") as status:
             return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
         pass
@@ -131,7 +129,8 @@ def _peak_rss_bytes() -> int | None:
         import resource
     except ImportError:
         return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
+    # macOS reports bytes, Linux and the BSDs kibibytes.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _reset_peak() -> bool:
