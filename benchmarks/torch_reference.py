@@ -256,8 +256,7 @@ def step_row(
         "ms/step": 1000 * seconds,
         "steps/s": 1 / seconds,
         "volumes/s": batch_size / seconds,
-        # forward + backward (input and weight gradients) ~ 3x forward
-        "TFLOP/s": 3 * forward_flops / seconds / 1e12,
+        "TFLOP/s": costs.TRAINING_FLOPS_PER_FORWARD * forward_flops / seconds / 1e12,
         "fwd GFLOP": forward_flops / 1e9,
         "peak MB": peak_bytes / 2**20,
         "memory": peak_where,
