@@ -434,31 +434,23 @@ def _print_table(runs: Sequence[ChapterRun]) -> None:
     print(f"{'total':<{width}}  {'':<6}  {sum(run.seconds for run in runs):8.1f}\n")
 
 
-def _ensure_data(profile: str, cache_dir: Path | None) -> Path:
-    """Check a user-given cache, or make the synthetic data of the profile.
+def _ensure_data(profile: str, cache_dir: Path | None, n_cases: int | None = None) -> Path:
+    """Check a user-given cache, or make the synthetic data of the profile (``n_cases`` of them if given).
 
     A ``--cache-dir`` is only read, never written: it holds the user's prepared
     real data, and generating synthetic cases into it would spoil it.
     """
     from tutorial_lib import data
+    from tutorial_lib.config import get_profile
 
     if cache_dir is not None:
         manifest, split = data.load_manifest(cache_dir), data.load_split(cache_dir)
         print(f"data: {cache_dir} ({len(manifest['cases'])} cases, downsample {manifest['downsample']}, "
               f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test)", flush=True)
         return Path(cache_dir)
-    path = data.ensure_course_data(profile)
-    print(f"data for profile {profile!r}: {path}", flush=True)
-    return Path(path)
-
-
-def _synthetic_data(profile: str, n_cases: int) -> Path:
-    """A synthetic cache of ``n_cases`` cases on the profile's grid (``--cases``)."""
-    from tutorial_lib import data
-    from tutorial_lib.config import get_profile
-
-    path = data.ensure_course_data({**get_profile(profile), "n_cases": n_cases})
-    print(f"data: {n_cases} synthetic cases for profile {profile!r}: {path}", flush=True)
+    settings = get_profile(profile) | ({} if n_cases is None else {"n_cases": n_cases})
+    path = data.ensure_course_data(settings)
+    print(f"data for profile {profile!r}, {settings['n_cases']} synthetic cases: {path}", flush=True)
     return Path(path)
 
 
@@ -618,10 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: list[ChapterRun] = []
     if not args.skip_execute:
         selected = select_chapters(chapters, args.notebooks)
-        if args.cases is not None:
-            args.cache_dir = _synthetic_data(args.profile, args.cases)
-        else:
-            _ensure_data(args.profile, args.cache_dir)
+        data_dir = _ensure_data(args.profile, args.cache_dir, args.cases)
+        if args.cases is not None:  # not the profile's own data: the chapters must be told where it is
+            args.cache_dir = data_dir
         runs = _execute_all(args, selected, book_dir)
         if any(run.status != "ok" for run in runs):
             _print_table(runs)
