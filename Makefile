@@ -6,13 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
-KERNEL := brats-course
 PROFILE ?= ci
 export KERAS_BACKEND ?= tensorflow
-# Quiet TensorFlow's start-up banner; errors still show.
-export TF_CPP_MIN_LOG_LEVEL ?= 2
-# oneDNN kernels are off by default on some x86 CPUs; 3D training is 5-10x faster with them.
-export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: setup setup-bench course test lint doctest unit unit-jax course-check bench-smoke clean \
 	assignments-release assignments-collect assignments-grade dry-run
@@ -31,8 +26,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.lock
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
-	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (brats-course)" \
-		--env TF_ENABLE_ONEDNN_OPTS 1 --env TF_CPP_MIN_LOG_LEVEL 2
+	# The kernel's environment carries TensorFlow's switches (tutorial_lib/_kernel.py).
+	$(PY) -m tutorial_lib._kernel --sys-prefix
 	touch $(STAMP)
 
 # Generate synthetic data, execute every notebook with papermill, build the book.

@@ -106,7 +106,6 @@ def apply_backend(backend: str | None) -> str:
                 f"run this benchmark in a subprocess with KERAS_BACKEND={backend}"
             )
         os.environ["KERAS_BACKEND"] = backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return active_backend()
 
 

@@ -44,6 +44,8 @@ from typing import Any, Sequence
 
 import nbformat
 
+from tutorial_lib.config import PROFILES, get_profile
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_course import read_chapters, select_chapters  # noqa: E402
 
@@ -52,7 +54,6 @@ __all__ = ["set_profile", "release", "collect", "grade", "read_grades", "main"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_COURSE_DIR = REPO_ROOT / "_build" / "assignments" / "course"
 # A whole chapter under ci runs in well under this; one cell of a laptop or gpu run can take an hour.
-DEFAULT_CELL_TIMEOUT_S = {"ci": 300, "laptop": 3600, "gpu": 6 * 3600}
 GRADE_COLUMNS = ["student_id", "assignment", "exercise", "points", "max_points", "status"]
 PROFILE_LINE = re.compile(r"^profile = .*$", re.MULTILINE)
 
@@ -112,7 +113,9 @@ def release(chapters: Sequence[str], *, profile: str, course_dir: Path, out: Pat
     """
     shutil.rmtree(course_dir, ignore_errors=True)
     course_dir.mkdir(parents=True)
-    _write_config(course_dir, DEFAULT_CELL_TIMEOUT_S[profile] if cell_timeout is None else cell_timeout)
+    if cell_timeout is None:
+        cell_timeout = get_profile(profile, "execution")["grading_cell_timeout_s"]
+    _write_config(course_dir, cell_timeout)
     released = []
     for chapter in chapters:
         name = Path(chapter).name
@@ -222,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("release", help="generate the student versions of chosen chapters")
     make.add_argument("--chapters", nargs="*", help="numbers or names, e.g. 01 06 (default: all)")
-    make.add_argument("--profile", default="ci", choices=sorted(DEFAULT_CELL_TIMEOUT_S))
+    make.add_argument("--profile", default="ci", choices=tuple(PROFILES))
     make.add_argument("--cell-timeout", type=int, help="seconds per cell when grading (default: by profile)")
     make.add_argument("--out", type=Path, default=REPO_ROOT / "_build" / "assignments" / "release")
     gather = commands.add_parser("collect", help="collect a folder of submissions")

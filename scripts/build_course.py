@@ -48,7 +48,8 @@ from typing import Any, Iterable, Sequence
 import yaml
 
 from tutorial_lib._files import write_json_atomic
-from tutorial_lib.config import PROFILES
+from tutorial_lib._kernel import KERNEL_NAME
+from tutorial_lib.config import PROFILES, get_profile
 
 __all__ = [
     "KERNEL_NAME",
@@ -66,13 +67,9 @@ __all__ = [
     "main",
 ]
 
-KERNEL_NAME = "brats-course"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMINGS_FILE = "timings.json"
 PLACEHOLDER_KEY = "brats_course_placeholder"
-# A hung cell on the CI machine should fail the run rather than eat the budget;
-# on real data single training cells legitimately run for a long time.
-DEFAULT_CELL_TIMEOUT_S = {"ci": 600, "laptop": None, "gpu": None, "dry-run": None}
 FINGERPRINT_SOURCES = ("_config.yml", "_toc.yml", "book", "notebooks", "tutorial_lib", "data_scripts", "scripts")
 FINGERPRINT_SUFFIXES = {".yml", ".md", ".bib", ".ipynb", ".py"}
 
@@ -475,7 +472,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", type=int, default=None, metavar="N",
                         help="synthetic data with N cases instead of the profile's (memory against cases)")
     parser.add_argument("--cell-timeout", type=float, default=None,
-                        help="seconds one cell may run (default: 600 for ci, unlimited otherwise)")
+                        help="seconds one cell may run (default: the profile's execution.book_cell_timeout_s)")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cases is not None and args.cache_dir is not None:
@@ -489,7 +486,7 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
     parameters: dict[str, Any] = {"profile": args.profile}
     if args.cache_dir is not None:
         parameters["cache_dir"] = str(args.cache_dir.resolve())
-    timeout = args.cell_timeout or DEFAULT_CELL_TIMEOUT_S[args.profile]
+    timeout = args.cell_timeout or get_profile(args.profile, "execution")["book_cell_timeout_s"]
     fingerprint = source_fingerprint(args.root)
     timings_path = book_dir / TIMINGS_FILE
     runs = []
@@ -597,9 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the pipeline; return the process exit code (0 on success)."""
     args = _parse_args(argv)
     args.root = args.root.resolve()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     # The book is static HTML: viewers must render as figures, not widgets.
     os.environ.setdefault("TUTORIAL_LIB_STATIC_FIGURES", "1")
     if args.run_root is not None:  # the kernels inherit it: tutorial_lib.experiments.run_root

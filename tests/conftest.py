@@ -30,8 +30,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+import tutorial_lib  # noqa: E402,F401  (sets TensorFlow's switches before any test imports it)
 
 if os.environ.get("KERAS_BACKEND") == "jax":
     import jax

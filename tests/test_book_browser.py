@@ -122,12 +122,14 @@ def test_internal_links_resolve(browser, site, page_name):
 
 
 @pytest.mark.parametrize("page_name", CHAPTERS)
-def test_chapter_shows_figures_glued_numbers_and_nothing_cut_off(browser, site, page_name):
+def test_chapter_shows_figures_computed_prose_and_nothing_cut_off(browser, site, page_name):
     page, _ = _open(browser, site, page_name)
     try:
         assert page.locator(".cell_output img").count() >= 1, f"{page_name} shows no figure"
-        pasted = page.eval_on_selector_all(".pasted-text", "spans => spans.map(s => s.textContent)")
-        assert any(any(ch.isdigit() for ch in text) for text in pasted), f"{page_name}: no glued number in the prose"
+        # Computed paragraphs: Markdown output of cells whose input the book hides.
+        prose = page.eval_on_selector_all(".tag_remove-input .cell_output p", "ps => ps.map(p => p.textContent)")
+        assert any(any(ch.isdigit() for ch in text) for text in prose), f"{page_name}: no computed number in the prose"
+        assert not [text for text in prose if "{glue" in text], f"{page_name}: raw glue roles on the page"
         clipped = page.eval_on_selector_all(
             "article table, article pre",
             f"elements => elements.filter(e => !({SCROLLS})(e)).map(e => e.textContent.slice(0, 60))")

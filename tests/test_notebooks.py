@@ -19,7 +19,8 @@ from tutorial_lib.config import PROFILES
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-LIBRARY = sorted((REPO / "tutorial_lib").glob("*.py"))
+# Modules that may read a profile: the library, and the scripts that run the chapters.
+LIBRARY = sorted((REPO / "tutorial_lib").glob("*.py")) + sorted((REPO / "scripts").glob("*.py"))
 
 
 def _code_cells(path: Path) -> list[nbformat.NotebookNode]:
@@ -108,11 +109,11 @@ def test_every_profile_group_and_key_is_read():
     notebook_trees = {path.stem: [_tree(cell.source) for cell in _code_cells(path)] for path in NOTEBOOKS}
     library_trees = {path.stem: ast.parse(path.read_text(encoding="utf-8")) for path in LIBRARY}
     readers = {name: set().union(*map(profile_groups_read, trees)) for name, trees in notebook_trees.items()}
-    readers.update({f"tutorial_lib.{name}": profile_groups_read(tree) for name, tree in library_trees.items()})
+    readers.update({f"module.{name}": profile_groups_read(tree) for name, tree in library_trees.items()})
     for profile, groups in PROFILES.items():
         for group, settings in groups.items():
             consumers = [name for name, read in readers.items() if group in read or "*" in read]
-            assert consumers, f"PROFILES[{profile!r}][{group!r}] is read by no notebook or library module"
+            assert consumers, f"PROFILES[{profile!r}][{group!r}] is read by no notebook, library module or script"
             trees = [tree for name in consumers
                      for tree in (notebook_trees.get(name) or [library_trees[name.split(".", 1)[1]]])]
             used = set().union(*map(_strings, trees))
@@ -134,3 +135,49 @@ def test_every_chapter_installs_the_course_on_colab_from_the_configured_reposito
         assert install.cell_type == "code" and '"google.colab" in sys.modules' in install.source, path.name
         assert f"COURSE_REPOSITORY = {json.dumps(url or '')}" in install.source, \
             f"{path.name}: its install cell and _config.yml name different repositories (scripts/set_repository.py)"
+
+
+# Syntax only the book understands: a MyST role (`{glue:text}`, `{ref}`...) or a directive fence.
+RAW_MYST = re.compile(r"\{[a-z][\w:-]*\}`|^\s*(?:```|:::)\s*\{", re.MULTILINE)
+
+
+@pytest.mark.parametrize(
+    "text, raw",
+    [("moves in {glue:text}`n_epochs` epochs", True), (":::{admonition} A model answer\nbody\n:::", True),
+     ("```{note}\nhi\n```", True), ("see {ref}`running`", True), ("filters $[16, \\dots, 512]$", False),
+     ("a dict `{'a': 1}` in code", False), ("<details><summary>A model answer</summary>", False)],
+)
+def test_raw_myst_pattern(text, raw):
+    assert bool(RAW_MYST.search(text)) is raw
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_markdown_reads_the_same_in_jupyter_and_the_book(path):
+    # JupyterLab, Colab, VS Code and nbgrader's feedback show Markdown cells as they are: computed
+    # values come as Markdown output of a cell (hidden input in the book), never as a glue role.
+    cells = nbformat.read(path, as_version=4).cells
+    raw = [index for index, cell in enumerate(cells) if cell.cell_type == "markdown" and RAW_MYST.search(cell.source)]
+    assert not raw, f"Markdown cells {raw} hold MyST roles or directives that only the book renders"
+
+
+def glue_keys(tree: ast.AST) -> list[str | None]:
+    """The key of every ``glue(...)`` call in ``tree``; ``None`` where it is not a string literal.
+
+    Examples
+    --------
+    >>> glue_keys(ast.parse('glue("claim_x_verdict", v, display=False); glue(f"claim_{c}", v)'))
+    ['claim_x_verdict', None]
+    """
+    return [node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "glue"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_glue_keys_are_literals_another_page_reads(path):
+    keys = [key for cell in _code_cells(path) for key in glue_keys(_tree(cell.source))]
+    assert None not in keys, "a glue key is built at run time; write it out so that grep finds it"
+    pasted = (REPO / "book" / "claims.md").read_text(encoding="utf-8") + (REPO / "tests" / "test_course.py").read_text(
+        encoding="utf-8")
+    unread = [key for key in keys if key not in pasted]
+    assert not unread, f"glued but read by no page or test (show it as Markdown output instead): {unread}"

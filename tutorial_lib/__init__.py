@@ -18,10 +18,10 @@ import os as _os
 import sys as _sys
 import warnings as _warnings
 
-# TensorFlow leaves its oneDNN kernels off on some x86 CPUs (AMD among them);
-# without them a 3D convolution's backward pass is 5-10x slower on CPU.
-# TensorFlow reads the switch once, when it is imported, so setting it here
-# only helps when tutorial_lib comes first; otherwise say so.
+from tutorial_lib._kernel import set_environment as _set_environment
+
+# TensorFlow reads its switches (tutorial_lib._kernel) once, when it is imported,
+# so setting them here only helps when tutorial_lib comes first; otherwise say so.
 if "tensorflow" in _sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in _os.environ:
     _warnings.warn(
         "TensorFlow was imported before tutorial_lib without TF_ENABLE_ONEDNN_OPTS set, so "
@@ -32,7 +32,7 @@ if "tensorflow" in _sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in _os.environ:
         RuntimeWarning,
         stacklevel=2,
     )
-_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+_set_environment()
 
 
 def _not_a_retracing_note(record: _logging.LogRecord) -> bool:

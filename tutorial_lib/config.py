@@ -94,56 +94,69 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # Run profiles: the one place that sizes every chapter. Each profile has a
 # "data" group (read by every chapter) and one group per experiment; a chapter
 # reads ``get_profile(profile, "<group>")``, and its papermill parameters left
-# at None take these values. "patch_unet" is shared: chapter 06 trains that
-# network and chapter 07 reuses it.
+# at None take these values (the learning rate is Adam's, for the group's
+# networks and training). "patch_unet" is shared: chapter 06 trains that
+# network and chapter 07 reuses it. "execution" is read by the scripts that run
+# the chapters: the longest a single cell may run (None: no limit) when
+# scripts/build_course.py executes them for the book, and when
+# scripts/assignments.py grades a student's copy (a student's loop may never end).
 _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
     # 2-core CI machine: every chapter in a few minutes.
     "ci": _frozen(
         {
             "data": dict(n_cases=32, downsample=4),  # 22 train / 5 val / 5 test; grid 48 x 48 x 40
-            "baseline_2d": dict(epochs=2, batch_size=16, slice_step=2, filters=(8, 16, 32),
+            "baseline_2d": dict(learning_rate=1e-3, epochs=2, batch_size=16, slice_step=2, filters=(8, 16, 32),
                                 sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
             # mixed_precision None: bfloat16 where a GPU is found, float32 otherwise.
-            "unet3d": dict(epochs=40, filters=(8, 16, 32, 64), batch_size=2, mixed_precision=None),
-            "losses": dict(epochs=4, filters=(8, 16, 32), batch_size=16, slice_step=2, seeds=3),
+            "unet3d": dict(learning_rate=3e-3, epochs=40, filters=(8, 16, 32, 64), batch_size=2, mixed_precision=None),
+            "losses": dict(learning_rate=1e-3, epochs=4, filters=(8, 16, 32), batch_size=16, slice_step=2, seeds=3),
             # Patches: one whole-volume epoch of even a tiny 3D net is too slow on 2 cores.
-            "ablations": dict(epochs=2, filters=(4, 8, 16), wide_filters=(8, 16, 32),
+            "ablations": dict(learning_rate=3e-3, epochs=2, filters=(4, 8, 16), wide_filters=(8, 16, 32),
                               patch_shape=(24, 24, 24), patches_per_case=2, batch_size=2,
                               modalities="all", seeds=3),
-            "patch_unet": dict(epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
+            "patch_unet": dict(learning_rate=3e-3, epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
                                patches_per_case=2, batch_size=2),
+            # A hung cell should fail the CI run rather than eat its budget.
+            "execution": dict(book_cell_timeout_s=600, grading_cell_timeout_s=300),
         }
     ),
     # A laptop CPU: tens of minutes per chapter.
     "laptop": _frozen(
         {
             "data": dict(n_cases=40, downsample=2),  # grid 96 x 96 x 80
-            "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
+            "baseline_2d": dict(learning_rate=1e-3, epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
                                 sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
-            "unet3d": dict(epochs=20, filters=(16, 32, 64, 128, 256), batch_size=1, mixed_precision=None),
-            "losses": dict(epochs=5, filters=(16, 32, 64, 128), batch_size=16, slice_step=2, seeds=3),
+            "unet3d": dict(learning_rate=3e-3, epochs=20, filters=(16, 32, 64, 128, 256), batch_size=1,
+                           mixed_precision=None),
+            "losses": dict(learning_rate=1e-3, epochs=5, filters=(16, 32, 64, 128), batch_size=16, slice_step=2,
+                           seeds=3),
             # Patches and the study's 8 epochs: 5 whole-volume epochs left the
             # baseline at validation Dice 0 on all three seeds.
-            "ablations": dict(epochs=8, filters=(8, 16, 32, 64), wide_filters=(16, 32, 64, 128),
+            "ablations": dict(learning_rate=3e-3, epochs=8, filters=(8, 16, 32, 64), wide_filters=(16, 32, 64, 128),
                               patch_shape=(48, 48, 40), patches_per_case=2, batch_size=2,
                               modalities="all", seeds=3),
-            "patch_unet": dict(epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
+            "patch_unet": dict(learning_rate=3e-3, epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
                                patches_per_case=2, batch_size=2),
+            # Single training cells legitimately run for many minutes here.
+            "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=3600),
         }
     ),
     # A single modern GPU with real BraTS 2017 (285 cases) at full size.
     "gpu": _frozen(
         {
             "data": dict(n_cases=285, downsample=1),  # 192 x 192 x 160, the paper's Table 1 input
-            "baseline_2d": dict(epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
+            "baseline_2d": dict(learning_rate=1e-3, epochs=4, batch_size=16, slice_step=2, filters=(8, 16, 32),
                                 sweep_widths=(4, 8, 16), sweep_levels=(2, 4)),
-            "unet3d": dict(epochs=50, filters=(32, 64, 128, 256, 512), batch_size=2, mixed_precision=None),
-            "losses": dict(epochs=5, filters=(32, 64, 128, 256), batch_size=16, slice_step=2, seeds=3),
-            "ablations": dict(epochs=10, filters=(16, 32, 64, 128, 256),
+            "unet3d": dict(learning_rate=3e-3, epochs=50, filters=(32, 64, 128, 256, 512), batch_size=2,
+                           mixed_precision=None),
+            "losses": dict(learning_rate=1e-3, epochs=5, filters=(32, 64, 128, 256), batch_size=16, slice_step=2,
+                           seeds=3),
+            "ablations": dict(learning_rate=3e-3, epochs=10, filters=(16, 32, 64, 128, 256),
                               wide_filters=(32, 64, 128, 256, 512), patch_shape=None,
                               patches_per_case=1, batch_size=1, modalities=("flair",), seeds=3),
-            "patch_unet": dict(epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
+            "patch_unet": dict(learning_rate=3e-3, epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
                                patches_per_case=2, batch_size=2),
+            "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=6 * 3600),
         }
     ),
 }

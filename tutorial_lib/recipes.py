@@ -38,6 +38,7 @@ __all__ = [
     "unet2d_config",
     "train_unet2d",
     "unet3d_config",
+    "volume_unet3d_config",
     "patch_unet_config",
     "build_unet3d",
     "train_unet3d",
@@ -81,7 +82,7 @@ def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     base = dict(run=group, data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
                 batch_size=sizes["batch_size"], slice_step=sizes["slice_step"], filters=list(sizes["filters"]),
                 oversample_tumour=2, dropout=0.0, loss="dice_probability", loss_options={},
-                learning_rate=1e-3, seed=0)
+                learning_rate=sizes["learning_rate"], seed=0)
     return _merge(base, changes)
 
 
@@ -141,9 +142,30 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     base = dict(run=group, data=data_id(cache_dir), profile=profile, modalities=sizes.get("modalities", "all"),
                 target="wt", filters=list(sizes["filters"]), kernel_size=3, convs_per_level=2, skips="all",
                 upsampling="transpose", dropout=0.0, activation="relu", residual=False, optimizer="adam",
-                learning_rate=3e-3, epochs=sizes["epochs"], batch_size=sizes["batch_size"],
+                learning_rate=sizes["learning_rate"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
                 patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
                 tumour_fraction=0.9, seed=0)
+    return _merge(base, changes)
+
+
+def volume_unet3d_config(profile: str, cache_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
+    """Configuration of chapter 03's whole-volume 3D U-Net run, sized by ``get_profile(profile, "unet3d")``.
+
+    ``precision`` is the profile's ``mixed_precision``, or bfloat16 where a
+    GPU is found and float32 (``None``) otherwise. Chapter 07 finds chapter
+    03's network by asking for the same configuration. ``changes`` replace
+    single keys (chapter 03 passes its parameters).
+
+    Examples
+    --------
+    >>> sorted(volume_unet3d_config("ci", cache))  # doctest: +SKIP
+    ['backend', 'batch_size', 'data', 'epochs', 'filters', 'learning_rate', 'precision', 'profile', 'run']
+    """
+    sizes = get_profile(profile, "unet3d")
+    precision = sizes["mixed_precision"] or ("bfloat16" if training.gpu_available() else None)
+    base = dict(run="unet3d", data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
+                filters=list(sizes["filters"]), batch_size=sizes["batch_size"],
+                learning_rate=sizes["learning_rate"], precision=precision, backend=keras.backend.backend())
     return _merge(base, changes)
 
 
