@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -144,3 +146,33 @@ def test_run_grid_rejects_bad_results_without_recording(tmp_path, result, messag
     with pytest.raises(ValueError, match=message):
         run_grid([config], lambda config, folder: result, root=tmp_path)
     assert load_record(config, root=tmp_path) is None
+
+
+# Two interpreters that ask for the same run at once: each appends to `calls` when it trains.
+_RACER = """
+import sys, time
+from pathlib import Path
+from tutorial_lib.experiments import cached_run
+root, calls = Path(sys.argv[1]), Path(sys.argv[2])
+def slow_square(config, folder):
+    with calls.open("a") as log:
+        log.write(f"trained in {folder.name}\\n")
+    time.sleep(1.0)  # long enough for the other process to arrive while this one trains
+    return {"y": config["x"] ** 2}
+while not (root / "go").exists():
+    time.sleep(0.01)
+record, from_cache = cached_run({"run": "demo", "x": 3}, slow_square, root=root)
+print(record["results"]["y"], from_cache)
+"""
+
+
+def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
+    calls = tmp_path / "calls.txt"
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, str(tmp_path), str(calls)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    (tmp_path / "go").touch()  # both start together, once both interpreters are up
+    outputs = [racer.communicate(timeout=120) for racer in racers]
+    assert all(racer.returncode == 0 for racer in racers), [err[-2000:] for _, err in outputs]
+    assert calls.read_text().count("trained") == 1, calls.read_text()
+    assert sorted(out.strip() for out, _ in outputs) == ["9 False", "9 True"]  # one trained, one read
+    assert not list(tmp_path.glob("*.lock")), "the lock file is left behind"

@@ -7,15 +7,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tutorial_lib import experiments, models
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_brain, load_case, load_manifest, load_split
 from tutorial_lib.inference import (
     PackedMasks,
     case_dice,
+    downsampling_factor,
     predict_case,
     predict_volume,
     predict_volume_2d,
     regions_to_labels,
+    score_run,
     write_segmentation,
 )
 from tutorial_lib.ingest import downsample_label
@@ -247,3 +250,36 @@ def test_packed_masks_round_trip_at_an_eighth_of_the_memory() -> None:
     assert len(masks) == 2
     with pytest.raises(ValueError, match="'probabilities' must be boolean"):
         masks["probabilities"] = rng.random((2, 2, 2))
+
+
+@pytest.mark.parametrize(
+    "network, factor",
+    [
+        (lambda: conv_model(kernel=3), 1),  # no pooling
+        (lambda: models.unet((None, None, 1), filters=(2, 4)), 2),  # 2D, one pooling
+        (lambda: models.unet((None, None, None, 1), filters=(2, 4, 8)), 4),
+        (lambda: models.unet((None, None, None, 1), filters=(2, 4, 8, 16)), 8),
+    ],
+)
+def test_downsampling_factor_counts_the_poolings(network, factor):
+    assert downsampling_factor(network()) == factor
+
+
+def test_whole_volume_prediction_pads_to_what_the_network_needs(image):
+    # 20 x 18 x 11 does not divide by 4: without padding the U-Net's skips would not line up.
+    unet = models.unet((None, None, None, 2), filters=(2, 4, 8))
+    assert predict_volume(unet, image).shape == (20, 18, 11, 1)
+
+
+def test_score_run_scores_the_kept_network_of_a_run(tiny_cache, tmp_path):
+    keras.utils.set_random_seed(0)
+    network = models.unet((None, None, None, 1), filters=(2, 4))
+    config = {"run": "demo", "modalities": ["flair"]}
+    folder = experiments.run_dir(config, root=tmp_path)
+    folder.mkdir(parents=True)
+    network.save(folder / "best.keras")
+    case_ids = load_split(tiny_cache)["test"]
+    expected = case_dice(network, tiny_cache, case_ids)
+    assert score_run(folder, tiny_cache, case_ids) == pytest.approx(expected)
+    with pytest.raises(FileNotFoundError, match="best epoch"):
+        score_run(tmp_path / "unfinished", tiny_cache, case_ids)

@@ -503,7 +503,7 @@ def test_directory_lock_serialises_and_leaves_no_file(tmp_path):
     import threading
     import time
 
-    from tutorial_lib.ingest import directory_lock
+    from tutorial_lib._files import directory_lock
 
     lock, events = tmp_path / "out" / ".lock", []
 

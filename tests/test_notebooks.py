@@ -36,19 +36,22 @@ def _strings(tree: ast.AST) -> set[str]:
     return {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
 
 
+PROFILE_READERS = ("get_profile", "open_chapter")
+
+
 def profile_groups_read(tree: ast.AST) -> set[str]:
-    """Groups named by ``get_profile(profile, "<group>", ...)`` calls in ``tree``; ``"*"`` for a variable group.
+    """Groups named by ``get_profile(profile, "<group>", ...)`` or ``open_chapter(...)`` calls; ``"*"`` for a variable.
 
     Examples
     --------
-    >>> sorted(profile_groups_read(ast.parse('get_profile(p, "unet3d", epochs=e); get_profile(p)')))
+    >>> sorted(profile_groups_read(ast.parse('get_profile(p, "unet3d", epochs=e); open_chapter(p)')))
     ['data', 'unet3d']
     >>> profile_groups_read(ast.parse('get_profile(p, group)'))
     {'*'}
     """
     groups = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "get_profile":
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in PROFILE_READERS:
             second = node.args[1] if len(node.args) > 1 else ast.Constant("data")
             groups.add(second.value if isinstance(second, ast.Constant) else "*")
     return groups
@@ -94,7 +97,7 @@ def test_notebook_sizes_itself_only_from_profiles(path):
     found = {index: lines for index, lines in tables.items() if lines}
     assert not found, f"per-profile tables in code cells {found}: put the sizes in config.PROFILES"
     trees = [_tree(cell.source) for cell in _code_cells(path)]
-    assert set().union(*map(profile_groups_read, trees)), "the notebook never calls get_profile"
+    assert set().union(*map(profile_groups_read, trees)), "the notebook never calls open_chapter or get_profile"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)

@@ -6,20 +6,22 @@ the content is written to a temporary file in the same folder, which is then
 renamed over the target. A rename within one file system is atomic, so an
 interrupted run leaves either the old file or the new one, never a torn one.
 :func:`atomic_dir` does the same for a folder of files (a prepared or
-generated case).
+generated case). :func:`directory_lock` makes processes that would write the
+same thing (a cache, a run) take turns.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["UMASK", "atomic_path", "atomic_dir", "write_json_atomic"]
+__all__ = ["UMASK", "atomic_path", "atomic_dir", "write_json_atomic", "directory_lock"]
 
 # tempfile creates private (0600/0700) entries; finished files get the usual permissions.
 UMASK = os.umask(0o022)
@@ -110,3 +112,51 @@ def write_json_atomic(
     text = json.dumps(payload, indent=indent, sort_keys=sort_keys, default=default)
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock file while preparing, so concurrent calls queue up.
+
+    Uses ``fcntl.flock``; on platforms without it (Windows) no lock is taken.
+    The file is deleted when the lock is released, so none is left behind.
+
+    Raises
+    ------
+    RuntimeError
+        If called while a "spawn" worker process is starting: that happens when
+        a script calls the preparation at import time, and waiting would hang.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError(
+            "data preparation was started while a worker process was starting up; in a script, "
+            "call it under `if __name__ == '__main__':`"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    handle = _locked(path, fcntl)
+    try:
+        yield
+    finally:
+        # Unlinked while still held: a process that opened it meanwhile sees it is stale (_locked).
+        path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _locked(path: Path, fcntl: Any) -> Any:
+    """Open and lock ``path``, retrying until the locked file is still the one at ``path``."""
+    while True:
+        handle = open(path, "a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tutorial_lib._files import directory_lock
 from tutorial_lib.config import BRATS, get_profile
 
 __all__ = [
@@ -371,7 +372,7 @@ def ensure_course_data(
     if _cache_ready(cache, n_cases, downsample):
         return cache
     workers = workers or max(1, min(4, os.cpu_count() or 1))
-    with ingest.directory_lock(root / ".course-data.lock"):
+    with directory_lock(root / ".course-data.lock"):
         if not _cache_ready(cache, n_cases, downsample):
             raw = root / "synthetic" / f"n{n_cases}"
             synthetic.make_dataset(raw, n_cases, seed=0, workers=workers)

@@ -15,6 +15,11 @@ configuration:
   half-finished training from its backup and loads a finished one, and the
   results it returns are written to ``record.json`` atomically.
 
+Processes take turns on a run: while one trains it (holding ``<run dir>.lock``),
+another that asks for the same configuration (two chapters open at once, say)
+waits and then reads the finished record, so a run is never trained twice into
+one folder.
+
 :func:`run_grid` applies it to many configurations and tabulates the results.
 A record looks like ``{"config": {...}, "results": {"val_dice": 0.71, ...}}``;
 the per-epoch history stays in the run folder's ``history.csv``
@@ -40,7 +45,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
 
-from tutorial_lib._files import write_json_atomic
+from tutorial_lib._files import directory_lock, write_json_atomic
 from tutorial_lib.data import data_root
 
 __all__ = ["RECORD_FILE", "config_hash", "data_id", "run_root", "run_dir", "load_record", "cached_run", "run_grid"]
@@ -238,14 +243,18 @@ def cached_run(
     True
     """
     folder = run_dir(config, root=root)
-    if force:
-        shutil.rmtree(folder, ignore_errors=True)
-    record = load_record(config, root=root)
+    record = None if force else load_record(config, root=root)
     if record is not None:
         return record, True
-    folder.mkdir(parents=True, exist_ok=True)
-    record = _make_record(config, run_fn(dict(config), folder))
-    write_json_atomic(folder / RECORD_FILE, record, sort_keys=True, default=_to_json_value)
+    with directory_lock(folder.with_name(f"{folder.name}.lock")):
+        if force:
+            shutil.rmtree(folder, ignore_errors=True)
+        record = load_record(config, root=root)  # another process may have finished it while we waited
+        if record is not None:
+            return record, True
+        folder.mkdir(parents=True, exist_ok=True)
+        record = _make_record(config, run_fn(dict(config), folder))
+        write_json_atomic(folder / RECORD_FILE, record, sort_keys=True, default=_to_json_value)
     return record, False
 
 

@@ -37,7 +37,8 @@ from tutorial_lib.data import load_brain, load_case
 from tutorial_lib.metrics import dice_coefficient
 
 __all__ = [
-    "CasePrediction", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
+    "CasePrediction", "downsampling_factor", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
+    "score_run",
     "regions_to_labels", "write_segmentation", "PackedMasks",
 ]
 
@@ -93,6 +94,25 @@ def _check_volume_arguments(image: np.ndarray, patch_size: Any, overlap: float, 
         raise ValueError(f"patch_size must be three positive sizes (x, y, z), got {patch_size}")
 
 
+def downsampling_factor(model: Any) -> int:
+    """How many times the model's poolings shrink the first spatial axis: a side must be a multiple of it.
+
+    A U-Net of ``levels`` levels pools ``levels - 1`` times by 2, so its input
+    sides must divide by ``2 ** (levels - 1)``. A callable without layers gives 1.
+
+    Examples
+    --------
+    >>> from tutorial_lib import models
+    >>> downsampling_factor(models.unet((16, 16, 16, 1), filters=(2, 4, 8)))
+    4
+    """
+    factor = 1
+    for layer in getattr(model, "layers", ()):
+        if "Pooling" in type(layer).__name__ and hasattr(layer, "strides"):
+            factor *= int(layer.strides[0])
+    return factor
+
+
 def predict_volume(
     model: Any,
     image: np.ndarray,
@@ -101,7 +121,7 @@ def predict_volume(
     overlap: float = 0.5,
     batch_size: int = 1,
     blending: str = "gaussian",
-    pad_multiple: int = 1,
+    pad_multiple: int | None = None,
 ) -> np.ndarray:
     """Probabilities for one volume, whole or by overlapping sliding windows.
 
@@ -124,7 +144,8 @@ def predict_volume(
         which see more context, over their borders.
     pad_multiple : int, optional
         Zero-pad each spatial axis of the (whole) volume to a multiple of
-        this, e.g. ``2 ** (levels - 1)`` for a U-Net; the output is cropped back.
+        this, then crop the output back; ``None``: what the model's poolings
+        need (:func:`downsampling_factor`, ``2 ** (levels - 1)`` for a U-Net).
 
     Returns
     -------
@@ -146,6 +167,7 @@ def predict_volume(
         raise ValueError(f"blending must be 'gaussian' or 'uniform', got {blending!r}")
     shape = image.shape[:3]
     if patch_size is None:
+        pad_multiple = downsampling_factor(model) if pad_multiple is None else pad_multiple
         padded_shape = [-(-size // pad_multiple) * pad_multiple for size in shape]
         output = _predict_batches(model, _pad_to(image, padded_shape)[None], 1)[0]
         return output[: shape[0], : shape[1], : shape[2]]
@@ -249,7 +271,7 @@ def predict_case(
     overlap: float = 0.5,
     threshold: float = 0.5,
     postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
-    pad_multiple: int = 1,
+    pad_multiple: int | None = None,
 ) -> CasePrediction:
     """Predict one cached case and binarise (and optionally post-process) it.
 
@@ -338,6 +360,44 @@ def case_dice(
         mask = predict_case(model, cache_dir, case_id, **predict_options).mask[..., 0]
         scores[case_id] = dice_coefficient(mask, load_case(cache_dir, case_id, target="wt")[1][..., 0])
     return scores
+
+
+def score_run(
+    run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os.PathLike, case_ids: Sequence[str],
+    **predict_options: Any,
+) -> dict[str, float]:
+    """Whole-tumour Dice per case of a finished run's kept (best-validation) network.
+
+    Parameters
+    ----------
+    run : mapping or path
+        The run's configuration (its folder is
+        :func:`tutorial_lib.experiments.run_dir`) or the run folder itself.
+    cache_dir : path
+        Prepared cache holding labelled ``case_ids``: held-out cases, never
+        the ones the network chose its epoch on.
+    case_ids : sequence of str
+        Cases to score.
+    **predict_options
+        Passed to :func:`predict_case`. ``modalities`` defaults to the
+        configuration's ``"modalities"`` (FLAIR where it names none); the
+        padding follows from the network (:func:`downsampling_factor`).
+
+    Returns
+    -------
+    dict of str to float
+        Dice per case, in the order of ``case_ids``.
+
+    Examples
+    --------
+    >>> scores = score_run(config, cache, split["test"])  # doctest: +SKIP
+    """
+    from tutorial_lib import experiments, training  # training starts the backend; only here
+
+    folder = Path(run) if isinstance(run, (str, os.PathLike)) else experiments.run_dir(run)
+    if isinstance(run, Mapping):
+        predict_options.setdefault("modalities", run.get("modalities", ("flair",)))
+    return case_dice(training.load_best(folder), cache_dir, case_ids, **predict_options)
 
 
 def regions_to_labels(mask: np.ndarray) -> np.ndarray:

@@ -27,7 +27,6 @@ The cache layout is described in ``CONTRIBUTING.md``. Arrays are channels-last:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -43,7 +42,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
 
-from tutorial_lib._files import atomic_dir, write_json_atomic
+from tutorial_lib._files import atomic_dir, directory_lock, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.sources import (
     MAX_CASE_BYTES,
@@ -65,7 +64,6 @@ __all__ = [
     "downsample_label",
     "split_sizes",
     "split_cases",
-    "directory_lock",
     "prepare_dataset",
 ]
 
@@ -394,54 +392,6 @@ def _source_root(src: Path, out_dir: Path, report: PrepareReport, limits: tuple[
     for name, why in damaged.items():
         logger.warning("%s: member %s not extracted: %s", src, name, why)
     return target
-
-
-@contextlib.contextmanager
-def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock file while preparing, so concurrent calls queue up.
-
-    Uses ``fcntl.flock``; on platforms without it (Windows) no lock is taken.
-    The file is deleted when the lock is released, so none is left behind.
-
-    Raises
-    ------
-    RuntimeError
-        If called while a "spawn" worker process is starting: that happens when
-        a script calls the preparation at import time, and waiting would hang.
-    """
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise RuntimeError(
-            "data preparation was started while a worker process was starting up; in a script, "
-            "call it under `if __name__ == '__main__':`"
-        )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    handle = _locked(path, fcntl)
-    try:
-        yield
-    finally:
-        # Unlinked while still held: a process that opened it meanwhile sees it is stale (_locked).
-        path.unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-def _locked(path: Path, fcntl: Any) -> Any:
-    """Open and lock ``path``, retrying until the locked file is still the one at ``path``."""
-    while True:
-        handle = open(path, "a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                return handle
-        except FileNotFoundError:
-            pass
-        handle.close()
 
 
 def _finished_cases(cases_dir: Path) -> dict[str, dict]:

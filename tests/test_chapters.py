@@ -1,0 +1,50 @@
+"""Tests for tutorial_lib.chapters: one call opens a chapter."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tutorial_lib import data
+from tutorial_lib.chapters import open_chapter, versions
+
+
+def test_open_chapter_resolves_settings_once_and_reads_the_cache(tiny_cache, capsys):
+    chapter = open_chapter("ci", "ablations", cache_dir=tiny_cache, epochs=5, seeds=None)
+    assert chapter.settings["epochs"] == 5  # a parameter replaces the profile's value
+    assert chapter.settings["seeds"] == 3  # None keeps it (config.PROFILES["ci"]["ablations"])
+    assert chapter.settings["n_cases"] == 32  # the data settings come along
+    with pytest.raises(TypeError):
+        chapter.settings["epochs"] = 1  # read-only: resolved once, for the whole chapter
+    assert chapter.cache_dir == tiny_cache and dict(chapter.split) == data.load_split(tiny_cache)
+    assert chapter.grid == (48, 48, 40)
+    assert chapter.spacing_mm == (4.0, 4.0, 4.0)  # 1 mm voxels, down-sampled 4 times
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == versions() and "backend" in printed[0]
+    assert printed[1].startswith("ci profile: cache ") and "3 train / 1 val / 1 test cases" in printed[1]
+
+
+def test_open_chapter_seeds_the_generators(tiny_cache):
+    open_chapter("ci", cache_dir=tiny_cache, seed=7)
+    drawn = np.random.rand(3)
+    np.random.seed(7)
+    np.testing.assert_array_equal(drawn, np.random.rand(3))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("nowhere", "data"), "unknown profile"),
+        (("ci", "unet4d"), "unknown profile group"),
+        (("ci", "unet3d"), "unknown 'unet3d' settings"),
+    ],
+)
+def test_open_chapter_rejects_bad_arguments(tiny_cache, arguments, message):
+    extra = {"epoch": 3} if message.startswith("unknown 'unet3d'") else {}
+    with pytest.raises(ValueError, match=message):
+        open_chapter(*arguments, cache_dir=tiny_cache, **extra)
+
+
+def test_open_chapter_names_a_folder_without_a_cache(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        open_chapter("ci", cache_dir=tmp_path)
