@@ -75,6 +75,22 @@ def test_patch_dataset(tiny_cache):
         PatchDataset(tiny_cache, "train", patch_shape=(64, 16, 16))
 
 
+def test_patch_dataset_centres_a_share_on_enhancing_tumour(tiny_cache):
+    kwargs = dict(patch_shape=(4, 4, 4), patches_per_case=4, batch_size=12, seed=3, target="regions")
+    plain = PatchDataset(tiny_cache, "train", tumour_fraction=0.5, **kwargs)[0]
+    unchanged = PatchDataset(tiny_cache, "train", tumour_fraction=0.5, enhancing_fraction=0.0, **kwargs)[0]
+    np.testing.assert_array_equal(unchanged[0], plain[0])  # 0 draws nothing: every patch as before
+    reader = PatchDataset(tiny_cache, "train", tumour_fraction=0.0, enhancing_fraction=1.0, **kwargs)
+    enhancing = reader[0][1]
+    # A patch of a case with enhancing tumour (channel 2) is centred on it; the others fall back to the brain.
+    has_et = [load_case(tiny_cache, case_id, target="regions")[1][..., 2].any() for case_id in reader._batch_items(0)]
+    assert any(has_et)
+    assert [bool(patch[..., 2].any()) for patch in enhancing] == has_et
+    assert plain[1][..., 2].sum() < enhancing[..., 2].sum()
+    with pytest.raises(ValueError, match="enhancing_fraction"):
+        PatchDataset(tiny_cache, "train", enhancing_fraction=1.5)
+
+
 def test_readers_train_a_keras_model(tiny_cache):
     model = keras.Sequential([keras.Input((48, 48, 1)),
                               keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")])

@@ -21,6 +21,7 @@ LN2 = math.log(2.0)
 HAND_CASES = [
     ("dice_probability", {}, -2 * 0.5 / 2.5),
     ("dice_probability", {"reduction": "sample"}, (-2 * 0.5 / 2 + 0.0) / 2),
+    ("dice_probability", {"reduction": "channel"}, -2 * 0.5 / 2.5),  # one channel: the batch's ratio
     ("soft_dice", {}, 1 - 2 / 3.5),  # (2*0.5 + 1) / (2.5 + 1)
     ("soft_dice", {"reduction": "sample"}, ((1 - 2 / 3) + (1 - 1 / 1.5)) / 2),
     ("soft_dice", {"smooth": 0.0}, 1 - 1 / 2.5),
@@ -84,9 +85,10 @@ def _gradient(loss, y_true, y_pred):
 
 
 ZERO_CASES = [(name, {}) for name in sorted(losses.LOSSES)] + [
-    (name, {"reduction": "sample"})
+    (name, {"reduction": reduction})
     for name, function in sorted(losses.LOSSES.items())
     if "reduction" in inspect.signature(function).parameters
+    for reduction in ("sample", "channel")
 ]
 
 
@@ -129,6 +131,18 @@ def test_sample_reduction_weighs_each_sample_equally():
     sample = float(losses.dice_probability_loss(y_true, y_pred, reduction="sample"))
     assert batch == pytest.approx(-2 * 3 / 7, abs=1e-6)
     assert sample == pytest.approx((-1.0 + 0.0) / 2, abs=1e-6)
+
+
+def test_channel_reduction_weighs_each_region_equally():
+    # shape: (batch=2, voxels=2, channels=2); channel 0 (a large region) found, channel 1 (a small one) missed
+    y_true = np.array([[[1, 0], [1, 0]], [[1, 0], [0, 1]]], "float32")
+    y_pred = np.array([[[1, 0], [1, 0]], [[1, 0], [0, 0]]], "float32")
+    pooled = float(losses.dice_probability_loss(y_true, y_pred))
+    per_region = float(losses.dice_probability_loss(y_true, y_pred, reduction="channel"))
+    assert pooled == pytest.approx(-2 * 3 / 7, abs=1e-6)
+    assert per_region == pytest.approx((-1.0 + 0.0) / 2, abs=1e-6)
+    named = losses.get_loss("dice_probability", reduction="channel")
+    assert float(named(y_true, y_pred)) == pytest.approx(per_region)
 
 
 def test_named_loss_round_trips_through_config_and_trains():

@@ -7,7 +7,7 @@ import functools
 import numpy as np
 import pytest
 
-from tutorial_lib import experiments, recipes, training
+from tutorial_lib import data, experiments, recipes, training
 from tutorial_lib.config import get_profile
 
 
@@ -42,12 +42,33 @@ def test_train_unet3d_records_once_and_resumes_nothing_twice(tiny_cache, tmp_pat
     run = functools.partial(recipes.train_unet3d, cache_dir=tiny_cache)
     record, from_cache = experiments.cached_run(config, run, root=tmp_path)
     results = record["results"]
-    assert not from_cache and set(results) == {"parameters", "seconds", "best_val_dice", "val_dice", "train_dice"}
+    assert not from_cache and set(results) == {"parameters", "seconds", "best_val_dice", "val_dice", "train_dice",
+                                               "train_loss"}
     history = training.load_history(experiments.run_dir(config, root=tmp_path))
     assert len(history) == 2 and results["best_val_dice"] == pytest.approx(history["val_dice"].max())
     model = training.load_best(experiments.run_dir(config, root=tmp_path))
     assert model.output_shape == (None, None, None, None, 3)  # three region channels
     assert experiments.cached_run(config, run, root=tmp_path) == (record, True)
+
+
+def test_chapter07_switches_start_at_the_prior_and_score_each_region(tiny_cache, tmp_path):
+    config = recipes.unet3d_config("ci", tiny_cache, "ablations", filters=[2, 4], epochs=1, patch_shape=[8, 8, 8],
+                                   target="regions", output_bias="prior", loss_reduction="channel",
+                                   enhancing_fraction=0.5)
+    record, _ = experiments.cached_run(config, functools.partial(recipes.train_unet3d, cache_dir=tiny_cache),
+                                       root=tmp_path)
+    assert record["results"]["train_loss"] >= -1.0  # a mean of per-region Dice losses
+    prior = data.target_prior(tiny_cache, "train", target="regions")
+    assert prior.shape == (3,) and prior[0] > prior[1] > prior[2] > 0  # nested: WT > TC > ET
+    with pytest.raises(ValueError, match="output_bias"):
+        recipes.train_unet3d({**config, "output_bias": "mean"}, tmp_path / "bad", cache_dir=tiny_cache)
+
+
+def test_target_prior_is_the_share_of_voxels_per_channel(tiny_cache):
+    ids = data.load_split(tiny_cache)["train"]
+    masks = [data.load_case(tiny_cache, case_id, target="regions")[1] for case_id in ids]
+    expected = np.sum([m.sum(axis=(0, 1, 2)) for m in masks], axis=0) / (len(ids) * np.prod(masks[0].shape[:3]))
+    np.testing.assert_allclose(data.target_prior(tiny_cache, "train", target="regions"), expected)
 
 
 def test_train_unet2d_keeps_the_epoch_with_the_best_volume_dice(tiny_cache, tmp_path):

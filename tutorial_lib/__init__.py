@@ -1,6 +1,7 @@
 """tutorial_lib: the small library behind the brain-tumour segmentation course.
 
-One module per concept: ``config`` (BraTS conventions, run profiles), ``synthetic``
+One module per concept: ``config`` (BraTS conventions, run profiles), ``chapters`` (opening a
+chapter), ``synthetic``
 (BraTS-like cases), ``baseline`` (the FLAIR-threshold baseline), ``sources``
 (BraTS download layouts, safe extraction, validation), ``ingest`` (build the cache), ``data``
 (NumPy readers over the cache), ``datasets`` (Keras readers), ``models``, ``losses``,

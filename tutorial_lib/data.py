@@ -38,6 +38,7 @@ __all__ = [
     "resolve_case_ids",
     "load_case",
     "load_brain",
+    "target_prior",
     "open_array",
     "labels_to_target",
     "modality_indices",
@@ -289,6 +290,28 @@ def load_case(
 def load_brain(cache_dir: str | os.PathLike[str], case_id: str) -> np.ndarray:
     """Boolean brain mask ``(x, y, z)`` of a cached case."""
     return np.asarray(open_array(Path(cache_dir), case_id, "brain"))
+
+
+def target_prior(cache_dir: str | os.PathLike[str], case_ids: str | Sequence[str] = "train", *,
+                 target: str = "wt") -> np.ndarray:
+    """Fraction of all voxels of ``case_ids`` that each channel of ``target`` covers: its prior.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, shape ``(channels,)``: one value for ``"wt"``, WT, TC and ET for ``"regions"``.
+
+    Examples
+    --------
+    >>> target_prior(cache, "train", target="regions")  # doctest: +SKIP
+    array([0.0432, 0.0121, 0.0047])
+    """
+    totals, voxels = 0.0, 0
+    for case_id in resolve_case_ids(cache_dir, case_ids):
+        masks = load_case(cache_dir, case_id, target=target)[1]
+        totals = totals + masks.reshape(-1, masks.shape[-1]).sum(axis=0, dtype=np.float64)
+        voxels += int(np.prod(masks.shape[:-1]))
+    return np.asarray(totals, dtype=np.float64) / voxels
 
 
 def data_root() -> Path:

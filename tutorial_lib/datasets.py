@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from tutorial_lib.config import BRATS
 from tutorial_lib.data import (
     TARGETS,
     check_finite,
@@ -257,6 +258,11 @@ class PatchDataset(_CacheDataset):
     tumour_fraction : float, optional
         Probability that a patch is centred on tumour (cases without tumour
         always use a brain voxel).
+    enhancing_fraction : float, optional
+        Probability that a patch is centred on enhancing tumour, the smallest
+        region, before ``tumour_fraction`` is asked (a case without enhancing
+        tumour falls back to it). 0 leaves the draws, and so every patch, as
+        without the option.
 
     Examples
     --------
@@ -273,6 +279,7 @@ class PatchDataset(_CacheDataset):
         patch_shape: Sequence[int] = (32, 32, 32),
         patches_per_case: int = 1,
         tumour_fraction: float = 0.5,
+        enhancing_fraction: float = 0.0,
         modalities: str | Sequence[str] = ("flair",),
         target: str = "wt",
         batch_size: int = 2,
@@ -282,12 +289,14 @@ class PatchDataset(_CacheDataset):
     ) -> None:
         if not isinstance(patches_per_case, int) or patches_per_case < 1:
             raise ValueError(f"patches_per_case must be a positive integer, got {patches_per_case!r}")
-        if not 0.0 <= tumour_fraction <= 1.0:
-            raise ValueError(f"tumour_fraction must lie in [0, 1], got {tumour_fraction}")
+        for name, fraction in (("tumour_fraction", tumour_fraction), ("enhancing_fraction", enhancing_fraction)):
+            if not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {fraction}")
         if target is None:
             raise ValueError("PatchDataset needs a target ('wt' or 'regions')")
         self.patch_shape = tuple(int(n) for n in patch_shape)
         self.patches_per_case, self.tumour_fraction = patches_per_case, tumour_fraction
+        self.enhancing_fraction = enhancing_fraction
         super().__init__(cache_dir, case_ids, modalities=modalities, target=target,
                          batch_size=batch_size, shuffle=shuffle, seed=seed, **kwargs)
         if len(self.patch_shape) != 3 or any(p < 1 or p > g for p, g in zip(self.patch_shape, self.grid)):
@@ -299,7 +308,11 @@ class PatchDataset(_CacheDataset):
         return [case_id for case_id in self.case_ids for _ in range(self.patches_per_case)]
 
     def _corner(self, rng: np.random.Generator, case_id: str, label: np.ndarray) -> np.ndarray:
-        candidates = np.flatnonzero(label) if rng.random() < self.tumour_fraction else np.empty(0)
+        candidates = np.empty(0)
+        if self.enhancing_fraction and rng.random() < self.enhancing_fraction:
+            candidates = np.flatnonzero(np.isin(label, BRATS.regions["ET"]))
+        if candidates.size == 0:
+            candidates = np.flatnonzero(label) if rng.random() < self.tumour_fraction else np.empty(0)
         if candidates.size == 0:
             candidates = np.flatnonzero(open_array(self.cache_dir, case_id, "brain"))
         grid, patch = np.array(label.shape), np.array(self.patch_shape)

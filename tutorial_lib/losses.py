@@ -21,6 +21,10 @@ Shared conventions
   * ``"sample"`` forms one ratio per sample (sums over all axes but the
     first) and averages them: each volume counts equally, however big its
     tumour.
+  * ``"channel"`` forms one ratio per channel (sums over the batch and the
+    voxels, all axes but the last) and averages them: with one channel per
+    region (WT, TC, ET), each region counts equally, however few voxels it
+    has, where ``"batch"`` lets the largest region dominate the pooled ratio.
 
   Voxel-wise losses (cross-entropy, focal) are means over all voxels, where
   the two reductions coincide for equally sized samples.
@@ -53,7 +57,7 @@ __all__ = [
 ]
 
 EPSILON = 1e-7
-_REDUCTIONS = ("batch", "sample")
+_REDUCTIONS = ("batch", "sample", "channel")
 _register = keras.saving.register_keras_serializable(package="tutorial_lib")
 
 
@@ -70,11 +74,13 @@ def _as_float32(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
 
 
 def _total(x: Any, reduction: str) -> Any:
-    """Sum over everything (``"batch"``) or over all axes but the first (``"sample"``)."""
+    """Sum over everything (``"batch"``), all axes but the first (``"sample"``) or but the last (``"channel"``)."""
     if reduction == "batch":
         return ops.sum(x)
     if reduction == "sample":
         return ops.sum(x, axis=tuple(range(1, len(x.shape))))
+    if reduction == "channel":
+        return ops.sum(x, axis=tuple(range(len(x.shape) - 1)))
     raise ValueError(f"unknown reduction {reduction!r}; choose one of {_REDUCTIONS}")
 
 
@@ -92,7 +98,7 @@ def dice_probability_loss(y_true: Any, y_pred: Any, *, reduction: str = "batch")
     ----------
     y_true, y_pred : tensor
         Binary truth and probabilities, ``(batch, ..., channels)``.
-    reduction : {"batch", "sample"}, optional
+    reduction : {"batch", "sample", "channel"}, optional
         See the module docstring.
 
     Returns
@@ -102,6 +108,16 @@ def dice_probability_loss(y_true: Any, y_pred: Any, *, reduction: str = "batch")
     Examples
     --------
     >>> float(dice_probability_loss([[1.0, 0.0]], [[0.5, 0.5]]))  # -2*0.5/(1+1)
+    -0.5
+
+    Two channels, a large region found and a small one missed: pooled, the
+    large one hides the miss; per channel, the miss costs half the score.
+
+    >>> truth = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]  # (voxels, channels)
+    >>> found = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
+    >>> round(float(dice_probability_loss(truth, found)), 3)  # -2*3/(4+3)
+    -0.857
+    >>> round(float(dice_probability_loss(truth, found, reduction="channel")), 3)  # mean of -1 and -0
     -0.5
     """
     y_true, y_pred = _as_float32(y_true, y_pred)
