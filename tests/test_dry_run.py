@@ -46,9 +46,9 @@ def test_chapters_run_at_full_size_in_bfloat16(dry_run):
         assert timings[name]["status"] == "ok" and timings[name]["profile"] == "dry-run"
         assert timings[name]["peak_rss_mb"] > 0
     printed = _printed(dry_run / "notebooks" / "03_unet3d_gpu.ipynb")
-    assert "grid (192, 192, 160)" in printed and "mixed precision: bfloat16" in printed
+    assert "grid 192 × 192 × 160" in printed and "mixed precision: bfloat16" in printed
     assert "4 train / 1 val / 1 test cases" in printed
-    assert "grid (192, 192, 160)" in _printed(dry_run / "notebooks" / "06_postprocessing.ipynb")
+    assert "grid 192 × 192 × 160" in _printed(dry_run / "notebooks" / "06_postprocessing.ipynb")
 
 
 def test_chapter_03_checks_its_memory_count_against_the_measured_growth(dry_run):

@@ -2,12 +2,13 @@
 
 Marked ``course``. One JupyterLab server on localhost (a token of its own,
 its own settings folder) serves copies of the seven chapters; each is opened
-in Chromium, run with Run > Run All Cells under the ``ci`` profile, saved and
-closed. The chapters' trainings are read from the run cache that the
-``course_build`` fixture of ``tests/test_course.py`` has just filled, so this
-costs the chapters' evaluation, not their training. For each chapter:
+in Chromium in a workspace of its own, run with Run > Run All Cells under the
+``ci`` profile, and its kernel shut down. The chapters' trainings are read from
+the run cache that the ``course_build`` fixture of ``tests/test_course.py`` has
+just filled, so this costs the chapters' evaluation, not their training. For
+each chapter:
 
-- no cell ends in an error (read from the notebook JupyterLab saved);
+- every code cell ran and none shows a traceback (Run All stops at an error);
 - no rendered Markdown, cell or output, shows a MyST role or directive
   (``{glue:text}``, ``{eval}``, ``:::{admonition}``...);
 - the prose shows at least one computed number (a Markdown output with a digit).
@@ -32,7 +33,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import nbformat
 import pytest
 from test_course import BUILD, CHAPTERS, course_build  # noqa: F401  (the fixture)
 
@@ -114,10 +114,8 @@ def _run_all(page) -> None:
         timeout=CHAPTER_TIMEOUT_MS, polling=1000)
 
 
-def _save_and_close(page, url: str, token: str, name: str) -> None:
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !document.querySelector('.jp-mod-dirty')", timeout=30_000)
-    # Closing the tab would leave the kernel running; shut it down so kernels do not pile up.
+def _shut_down_kernel(url: str, token: str, name: str) -> None:
+    # Closing the page would leave the kernel running; shut it down so kernels do not pile up.
     sessions = json.load(urllib.request.urlopen(f"{url}/api/sessions?token={token}"))
     for session in sessions:
         if session["path"].endswith(f"{name}.ipynb"):
@@ -149,8 +147,12 @@ def test_chapter_runs_in_jupyterlab_and_its_prose_shows_numbers(lab, name):
     browser, url, token, root = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{url}/lab/tree/{name}.ipynb?token={token}")
+        # A workspace per chapter: JupyterLab would otherwise reopen the previous chapter's tab in front.
+        page.goto(f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={token}")
         _run_all(page)
+        prompts = page.eval_on_selector_all(".jp-CodeCell .jp-InputPrompt", "nodes => nodes.map(n => n.textContent)")
+        tracebacks = page.eval_on_selector_all(
+            ".jp-OutputArea-output", "nodes => nodes.map(n => n.textContent).filter(t => t.includes('Traceback'))")
         rendered = page.eval_on_selector_all(".jp-RenderedMarkdown", "nodes => nodes.map(n => n.textContent)")
         prose = page.eval_on_selector_all(".jp-OutputArea-output.jp-RenderedMarkdown",
                                           "nodes => nodes.map(n => n.textContent)")
@@ -163,15 +165,12 @@ def test_chapter_runs_in_jupyterlab_and_its_prose_shows_numbers(lab, name):
             cell = page.locator(".jp-CodeCell", has=computed).nth(shown)
             cell.scroll_into_view_if_needed()
             cell.screenshot(path=str(SCREENSHOTS / f"jupyterlab-{name}.png"))  # the template and its paragraph
-        _save_and_close(page, url, token, name)
     finally:
         page.close()
-    saved = nbformat.read(root / f"{name}.ipynb", as_version=4)
-    errors = [(index, output.get("ename"), output.get("evalue")) for index, cell in enumerate(saved.cells)
-              if cell.cell_type == "code" for output in cell.get("outputs", []) if output["output_type"] == "error"]
-    assert not errors, f"{name}: cells ended in an error in JupyterLab: {errors[:2]}"
-    unrun = [index for index, cell in enumerate(saved.cells) if cell.cell_type == "code" and not cell.execution_count]
-    assert not unrun, f"{name}: cells {unrun} did not run"
+        _shut_down_kernel(url, token, name)
+    assert not tracebacks, f"{name}: a cell ended in an error in JupyterLab:\n{tracebacks[0][-1500:]}"
+    unrun = [index for index, prompt in enumerate(prompts) if not re.search(r"\[\d+\]", prompt)]
+    assert not unrun, f"{name}: code cells {unrun} did not run"
     raw = [text[:100] for text in rendered if RENDERED_MYST.search(text)]
     assert not raw, f"{name}: JupyterLab shows raw MyST markup: {raw[:3]}"
     assert any(re.search(r"\d", text) for text in prose), f"{name}: no computed number in the prose JupyterLab shows"
