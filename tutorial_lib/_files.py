@@ -116,7 +116,7 @@ def write_json_atomic(
 
 @contextlib.contextmanager
 def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock file while preparing, so concurrent calls queue up.
+    """Hold an exclusive lock file while writing (a cache, a run), so concurrent callers queue up.
 
     Uses ``fcntl.flock``; on platforms without it (Windows) no lock is taken.
     The file is deleted when the lock is released, so none is left behind.
@@ -125,11 +125,12 @@ def directory_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     ------
     RuntimeError
         If called while a "spawn" worker process is starting: that happens when
-        a script calls the preparation at import time, and waiting would hang.
+        a script prepares data or trains at import time, and waiting would hang.
     """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise RuntimeError(
-            "data preparation was started while a worker process was starting up; in a script, "
+            "a lock was requested (data preparation or a training run) while a worker process was "
+            "starting up; in a script, "
             "call it under `if __name__ == '__main__':`"
         )
     path = Path(path)

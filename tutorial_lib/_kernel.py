@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from types import MappingProxyType
 
 __all__ = ["KERNEL_NAME", "DISPLAY_NAME", "TENSORFLOW_ENVIRONMENT", "set_environment", "install"]
@@ -54,8 +55,6 @@ def main(argv: list[str] | None = None) -> None:
     where.add_argument("--sys-prefix", action="store_true", help="into this Python's environment (make setup)")
     where.add_argument("--user", action="store_true", help="into the user's Jupyter folder (Binder)")
     arguments = parser.parse_args(argv)
-    import sys
-
     print(install(user=arguments.user, prefix=sys.prefix if arguments.sys_prefix else None))
 
 

@@ -4,8 +4,8 @@ Every chapter starts the same way: resolve its settings from
 :data:`tutorial_lib.config.PROFILES` (once), make sure the data exist, read
 the split, seed the random generators and say which versions ran it.
 :func:`open_chapter` does all of that, so a chapter's first cell after its
-parameters is one line, and the answers ("which voxel size?", "is this the
-synthetic data?") come from one place.
+parameters is one line, and shared answers (the grid, the voxel size) come
+from one place.
 
 Examples
 --------
