@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench_inference": ("size", "precision", "steps", "backend"),
     "bench_pipeline": ("precision", "steps", "backend"),  # its size is the cache grid
     "bench_prepare": ("steps",),
+    "bench_short_training": ("backend",),
 }
 
 

@@ -26,6 +26,7 @@ EXPECTED_TABLES = (
     "Whole-volume inference",
     "Input pipeline vs training step",
     "Preparation and cache reads vs NIfTI decompression",
+    "A short training's fixed cost",
 )
 
 
@@ -88,7 +89,7 @@ def test_json_rows_have_positive_rates(smoke_run: tuple[str, dict]) -> None:
     _, payload = smoke_run
     rows = payload["rows"]
     assert {row["benchmark"] for row in rows} == {
-        "bench_train_step", "bench_inference", "bench_pipeline", "bench_prepare"}
+        "bench_train_step", "bench_inference", "bench_pipeline", "bench_prepare", "bench_short_training"}
     for row in rows:
         for key in ("ms/step", "volumes/s", "TFLOP/s", "s/volume", "cases/s", "ours/PyTorch"):
             if key in row:
@@ -96,6 +97,14 @@ def test_json_rows_have_positive_rates(smoke_run: tuple[str, dict]) -> None:
     steps = [row for row in rows if "params" in row]
     # shape: Table 1 has 13,522,721 parameters in both frameworks
     assert {row["params"] for row in steps} == {13_522_721}
+
+
+def test_eager_optimizer_build_learns_the_same_weights(smoke_run: tuple[str, dict]) -> None:
+    """training.train builds Adam's variables before the first step; that must only move work, not change it."""
+    _, payload = smoke_run
+    rows = [row for row in payload["rows"] if row["benchmark"] == "bench_short_training"]
+    assert [row["optimizer variables"] for row in rows] == ["lazy (Keras default)", "eager (training.train)"]
+    assert all(row["same weights"] is True for row in rows), rows
 
 
 def test_table1_flops_match_between_keras_and_torch(smoke_run: tuple[str, dict]) -> None:

@@ -521,9 +521,7 @@ class _CommitEpochs(keras.callbacks.Callback):
         self.model._initial_epoch = self.start
 
     def _restore(self, weights: Path) -> None:
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            # Without its variables the optimizer state in the file would be skipped.
-            self.model.optimizer.build(self.model.trainable_variables)
+        # train() built the optimizer, so its state in the file loads too.
         try:
             self.model.load_weights(str(weights))
         except Exception as error:  # noqa: BLE001 - h5py reports a torn file in many ways
@@ -802,9 +800,11 @@ def train(
         metrics=[DiceMetric(name="dice")],
         jit_compile=jit_compile,
     )
+    # Built here, eagerly, its slot variables cost milliseconds; left to the first
+    # traced step they cost about 1.5 s per training (benchmarks/bench_train_loop.py).
+    # Built, it also lets a saved optimizer state load.
+    model.optimizer.build(model.trainable_variables)
     if _prepare_out_dir(out_path, epochs, overwrite):
-        # Building the optimizer first lets its saved state load too.
-        model.optimizer.build(model.trainable_variables)
         model.load_weights(str(out_path / FINAL_WEIGHTS_FILE))
         print(f"{out_path} already holds a finished {epochs}-epoch run: loaded its final weights")
         return _history_from_csv(out_path, model)
