@@ -85,7 +85,8 @@ class ChapterRun:
     status : {"ok", "failed"}
         Whether papermill finished without a cell error.
     seconds : float
-        Wall time of the execution, kernel start included.
+        Wall time of the execution, kernel start included (other chapters may
+        have run alongside: ``timings.json`` says how many at once).
     profile : str
         Run profile the chapter was executed with.
     keras_backend : str
@@ -281,6 +282,7 @@ def execute_chapter(
     parameters: dict[str, Any],
     cell_timeout: float | None = None,
     kernel_name: str = KERNEL_NAME,
+    progress: bool | dict[str, Any] = True,
 ) -> str | None:
     """Execute ``source`` with papermill and write the executed copy to ``target``.
 
@@ -300,6 +302,8 @@ def execute_chapter(
         Seconds a single cell may run; ``None`` for no limit.
     kernel_name : str
         Jupyter kernel to run on.
+    progress : bool or dict
+        papermill's progress bar: on, off, or the options of its ``tqdm`` bar.
 
     Returns
     -------
@@ -315,7 +319,7 @@ def execute_chapter(
     try:
         papermill.execute_notebook(
             str(source), str(partial), parameters=parameters, kernel_name=kernel_name,
-            cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=True,
+            cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=progress,
         )
     except PapermillExecutionError as error:
         os.replace(partial, target.with_name(f"{target.stem}.failed.ipynb"))
@@ -422,13 +426,14 @@ def _load_timings(path: Path) -> dict[str, Any]:
     return {"chapters": {}}
 
 
-def _print_table(runs: Sequence[ChapterRun]) -> None:
-    width = max([len(run.name) for run in runs] + [len("notebook")])
+def _print_table(runs: Sequence[ChapterRun], wall_seconds: float) -> None:
+    width = max([len(run.name) for run in runs] + [len("notebooks, wall time")])
     print(f"\n{'notebook':<{width}}  {'status':<6}  {'seconds':>8}")
     print(f"{'-' * width}  {'-' * 6}  {'-' * 8}")
     for run in runs:
         print(f"{run.name:<{width}}  {run.status:<6}  {run.seconds:8.1f}")
-    print(f"{'total':<{width}}  {'':<6}  {sum(run.seconds for run in runs):8.1f}\n")
+    print(f"{'sum':<{width}}  {'':<6}  {sum(run.seconds for run in runs):8.1f}")
+    print(f"{'notebooks, wall time':<{width}}  {'':<6}  {wall_seconds:8.1f}\n")
 
 
 def _ensure_data(profile: str, cache_dir: Path | None, n_cases: int | None = None) -> Path:
@@ -473,40 +478,92 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="synthetic data with N cases instead of the profile's (memory against cases)")
     parser.add_argument("--cell-timeout", type=float, default=None,
                         help="seconds one cell may run (default: the profile's execution.book_cell_timeout_s)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="chapters executed at once (default: the profile's execution.book_jobs)")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cases is not None and args.cache_dir is not None:
         parser.error("--cases makes synthetic data; it cannot be combined with --cache-dir")
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.cases is not None and args.cases < 3:
         parser.error(f"--cases needs at least 3 cases (train, validation, test), got {args.cases}")
     return args
 
 
+def _execute_timed(source: Path, target: Path, parameters: dict[str, Any], timeout: float | None,
+                   progress: bool | dict[str, Any]) -> tuple[str | None, float, float]:
+    """Execute one chapter; return its error (or None), seconds and peak memory in MiB.
+
+    Module-level so that a worker process can run it: the kernel is then that
+    worker's only child, and the peak memory that chapter's alone.
+    """
+    start = time.perf_counter()
+    with PeakMemory() as memory:
+        error = execute_chapter(source, target, parameters=parameters, cell_timeout=timeout, progress=progress)
+    return error, time.perf_counter() - start, round(memory.peak_mb, 1)
+
+
+def _kernel_threads(jobs: int) -> dict[str, str]:
+    """TensorFlow's thread pools for one of ``jobs`` kernels running at once: its share of the cores."""
+    share = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
+
+
+def _default_environment(values: dict[str, str]) -> None:
+    """Set what the user has not set; a worker's kernel inherits it."""
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+
+
 def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Path) -> list[ChapterRun]:
+    """Execute ``chapters``, ``--jobs`` at a time in the order of the table of contents.
+
+    Each finished chapter is recorded at once in ``timings.json``. Chapters that
+    run at once and ask for the same network share it: the run cache trains a
+    configuration once and the other waits for it (``experiments.cached_run``).
+    """
     parameters: dict[str, Any] = {"profile": args.profile}
     if args.cache_dir is not None:
         parameters["cache_dir"] = str(args.cache_dir.resolve())
-    timeout = args.cell_timeout or get_profile(args.profile, "execution")["book_cell_timeout_s"]
+    execution = get_profile(args.profile, "execution")
+    timeout = args.cell_timeout or execution["book_cell_timeout_s"]
+    jobs = min(args.jobs or execution["book_jobs"], len(chapters))
     fingerprint = source_fingerprint(args.root)
     timings_path = book_dir / TIMINGS_FILE
-    runs = []
-    for chapter in chapters:
-        name = Path(chapter).name
-        print(f"\n=== executing {name} (profile {args.profile}) ===", flush=True)
-        source = args.root / f"{chapter}.ipynb"
-        start = time.perf_counter()
-        with PeakMemory() as memory:
-            error = execute_chapter(source, book_dir / f"{chapter}.ipynb", parameters=parameters,
-                                    cell_timeout=timeout)
-        run = ChapterRun(name, "failed" if error else "ok", time.perf_counter() - start, args.profile,
-                         os.environ.get("KERAS_BACKEND", "tensorflow"), fingerprint, error, round(memory.peak_mb, 1))
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    runs: dict[str, ChapterRun] = {}
+
+    def record(name: str, error: str | None, seconds: float, peak_mb: float) -> None:
+        run = ChapterRun(name, "failed" if error else "ok", seconds, args.profile, backend, fingerprint, error, peak_mb)
         print(f"{name}: {run.status} in {run.seconds:.1f} s, peak memory {run.peak_rss_mb:.0f} MiB"
               + (f"\n  {error}" if error else ""), flush=True)
-        record = _load_timings(timings_path)
-        record["chapters"][name] = asdict(run) | {"finished": dt.datetime.now().isoformat(timespec="seconds")}
-        write_json_atomic(timings_path, record, indent=2, sort_keys=True)
-        runs.append(run)
-    return runs
+        timings = _load_timings(timings_path)
+        timings["chapters"][name] = asdict(run) | {"finished": dt.datetime.now().isoformat(timespec="seconds"),
+                                                   "jobs": jobs}
+        write_json_atomic(timings_path, timings, indent=2, sort_keys=True)
+        runs[name] = run
+
+    tasks = {Path(chapter).name: (args.root / f"{chapter}.ipynb", book_dir / f"{chapter}.ipynb")
+             for chapter in chapters}
+    if jobs == 1:
+        for name, (source, target) in tasks.items():
+            print(f"\n=== executing {name} (profile {args.profile}) ===", flush=True)
+            record(name, *_execute_timed(source, target, parameters, timeout, True))
+        return list(runs.values())
+    print(f"\n=== executing {len(tasks)} chapters, {jobs} at a time (profile {args.profile}) ===", flush=True)
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_default_environment,
+                                                initargs=(_kernel_threads(jobs),)) as pool:
+        futures = {pool.submit(_execute_timed, source, target, parameters, timeout,
+                               {"desc": name, "mininterval": 10}): name
+                   for name, (source, target) in tasks.items()}
+        for future in concurrent.futures.as_completed(futures):
+            record(futures[future], *future.result())
+    return [runs[name] for name in tasks]
 
 
 def _is_executed_copy(path: Path) -> bool:
@@ -608,16 +665,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_dir = _ensure_data(args.profile, args.cache_dir, args.cases)
         if args.cases is not None:  # not the profile's own data: the chapters must be told where it is
             args.cache_dir = data_dir
+        start = time.perf_counter()
         runs = _execute_all(args, selected, book_dir)
+        wall_seconds = time.perf_counter() - start
+        timings = _load_timings(book_dir / TIMINGS_FILE)
+        timings["notebooks"] = {"chapters": [run.name for run in runs], "wall_seconds": round(wall_seconds, 1)}
+        write_json_atomic(book_dir / TIMINGS_FILE, timings, indent=2, sort_keys=True)
         if any(run.status != "ok" for run in runs):
-            _print_table(runs)
+            _print_table(runs, wall_seconds)
             _report_failures(runs, book_dir)
             return 1
     (book_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     placeholders = write_placeholders(chapters, book_dir)
     index = _build_and_record(args.root, book_dir, placeholders)
     if runs:
-        _print_table(runs)
+        _print_table(runs, wall_seconds)
     if placeholders:
         print(f"note: {', '.join(placeholders)} never executed here; their pages are placeholders. "
               "Run without --notebooks to execute every chapter.", file=sys.stderr)

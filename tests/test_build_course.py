@@ -1,7 +1,10 @@
-"""scripts/build_course.py without executing anything: placeholders for chapters a build skipped."""
+"""scripts/build_course.py: placeholders for chapters a build skipped, staging, and chapters run side by side."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -58,3 +61,38 @@ def test_peak_memory_sees_a_child_process():
     with build_course.PeakMemory(interval_s=0.05) as memory:
         subprocess.run([sys.executable, "-c", code], check=True)
     assert memory.peak_mb > 250
+
+
+# Each chapter says it started, then waits for the other one: only chapters that
+# really run at once can both finish. Each also records its kernel's thread share.
+_WAITING_CHAPTER = """
+import os, pathlib, time
+here, other = pathlib.Path("{name}.started"), pathlib.Path("{other}.started")
+here.write_text(os.environ.get("TF_NUM_INTRAOP_THREADS", "unset"))
+deadline = time.monotonic() + 120
+while not other.exists() and time.monotonic() < deadline:
+    time.sleep(0.05)
+assert other.exists(), "the other chapter never started alongside this one"
+"""
+
+
+def test_two_jobs_run_chapters_side_by_side_and_record_each(tmp_path, monkeypatch):
+    # The worker processes import the script by name, as they do when it runs as a script.
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)  # a user's own setting would be kept
+    (tmp_path / "notebooks").mkdir()
+    for name, other in (("a", "b"), ("b", "a")):
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            _WAITING_CHAPTER.format(name=name, other=other))])
+        notebook.metadata["kernelspec"] = {"name": build_course.KERNEL_NAME, "language": "python",
+                                           "display_name": "Python"}
+        nbformat.write(notebook, tmp_path / "notebooks" / f"{name}.ipynb")
+    book_dir = tmp_path / "out"
+    args = argparse.Namespace(profile="ci", cache_dir=None, cell_timeout=300, jobs=2, root=tmp_path)
+    runs = build_course._execute_all(args, ["notebooks/a", "notebooks/b"], book_dir)
+    assert [(run.name, run.status) for run in runs] == [("a", "ok"), ("b", "ok")], [run.error for run in runs]
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    assert {path.read_text() for path in (book_dir / "notebooks").glob("*.started")} == {share}
+    timings = json.loads((book_dir / build_course.TIMINGS_FILE).read_text())["chapters"]
+    assert {name: (run["status"], run["jobs"]) for name, run in timings.items()} == {"a": ("ok", 2), "b": ("ok", 2)}
+    assert all(run["peak_rss_mb"] > 0 for run in timings.values())  # each worker saw its own kernel

@@ -99,7 +99,13 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # network and chapter 07 reuses it. "execution" is read by the scripts that run
 # the chapters: the longest a single cell may run (None: no limit) when
 # scripts/build_course.py executes them for the book, and when
-# scripts/assignments.py grades a student's copy (a student's loop may never end).
+# scripts/assignments.py grades a student's copy (a student's loop may never end);
+# and how many chapters the book build executes at once (book_jobs), each
+# kernel then given its share of the CPU cores. The ci chapters train small
+# networks whose TensorFlow ops barely use a second core, and spend part of
+# their time in Python, so on 2 cores three chapters at once finished the
+# build soonest (book/running.md); bigger profiles fill the machine (or one
+# GPU) with one chapter.
 _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
     # 2-core CI machine: every chapter in a few minutes.
     "ci": _frozen(
@@ -117,7 +123,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "patch_unet": dict(learning_rate=3e-3, epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
                                patches_per_case=2, batch_size=2),
             # A hung cell should fail the CI run rather than eat its budget.
-            "execution": dict(book_cell_timeout_s=600, grading_cell_timeout_s=300),
+            "execution": dict(book_cell_timeout_s=600, grading_cell_timeout_s=300, book_jobs=3),
         }
     ),
     # A laptop CPU: tens of minutes per chapter.
@@ -138,7 +144,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "patch_unet": dict(learning_rate=3e-3, epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
                                patches_per_case=2, batch_size=2),
             # Single training cells legitimately run for many minutes here.
-            "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=3600),
+            "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=3600, book_jobs=1),
         }
     ),
     # A single modern GPU with real BraTS 2017 (285 cases) at full size.
@@ -156,7 +162,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
                               patches_per_case=1, batch_size=1, modalities=("flair",), seeds=3),
             "patch_unet": dict(learning_rate=3e-3, epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
                                patches_per_case=2, batch_size=2),
-            "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=6 * 3600),
+            "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=6 * 3600, book_jobs=1),
         }
     ),
 }
