@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,15 @@ def test_open_chapter_resolves_settings_once_and_reads_the_cache(tiny_cache, cap
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == versions() and "backend" in printed[0]
     assert printed[1].startswith("ci profile: cache ") and "3 train / 1 val / 1 test cases" in printed[1]
+
+
+def test_data_kind_names_the_course_generated_cases_synthetic(tiny_cache):
+    chapter = open_chapter("ci", cache_dir=tiny_cache)
+    assert chapter.data_kind == "BraTS"  # prepared from a download-like folder
+    # The same cases as if ensure_course_data had generated them: data.synthetic_raw_dir's layout.
+    cases = {case_id: {**entry, "source": "/elsewhere/data/synthetic/n6"}
+             for case_id, entry in chapter.manifest["cases"].items()}
+    assert dataclasses.replace(chapter, manifest={**chapter.manifest, "cases": cases}).data_kind == "synthetic"
 
 
 def test_open_chapter_seeds_the_generators(tiny_cache):

@@ -66,6 +66,17 @@ class Chapter:
         """Voxel size on the cache grid: the original spacing times the down-sampling."""
         return tuple(float(size) * int(self.manifest["downsample"]) for size in BRATS.spacing_mm)
 
+    @property
+    def data_kind(self) -> str:
+        """``"synthetic"`` for the course's generated cases, else ``"BraTS"``: how prose names the data.
+
+        A cache counts as synthetic when every case was prepared from a folder
+        laid out like :func:`tutorial_lib.data.synthetic_raw_dir`.
+        """
+        sources = {Path(entry["source"]) for entry in self.manifest["cases"].values()}
+        synthetic = all(source.parent.name == "synthetic" and source.name.startswith("n") for source in sources)
+        return "synthetic" if sources and synthetic else "BraTS"
+
 
 def versions() -> str:
     """One line naming the Python, Keras (and its backend), NumPy and nibabel that run the chapter."""

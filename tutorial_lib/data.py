@@ -44,6 +44,7 @@ __all__ = [
     "modality_indices",
     "data_root",
     "display_path",
+    "synthetic_raw_dir",
     "ensure_course_data",
 ]
 
@@ -344,6 +345,17 @@ def _cache_ready(cache: Path, n_cases: int, downsample: int) -> bool:
     return manifest["downsample"] == downsample and len(manifest["cases"]) >= n_cases
 
 
+def synthetic_raw_dir(n_cases: int) -> Path:
+    """Folder of the generated NIfTI cases of a synthetic set of ``n_cases``, before preparation.
+
+    Examples
+    --------
+    >>> display_path(synthetic_raw_dir(32))
+    '<data>/synthetic/n32'
+    """
+    return data_root() / "synthetic" / f"n{int(n_cases)}"
+
+
 def ensure_course_data(
     profile: str | Mapping[str, Any],
     *,
@@ -353,7 +365,7 @@ def ensure_course_data(
     """Return the prepared synthetic cache of a run profile, making it if missing.
 
     Generates ``n_cases`` BraTS-like cases (:func:`tutorial_lib.synthetic.make_dataset`,
-    seed 0) under ``<data_root>/synthetic/n<N>`` and prepares them at the
+    seed 0) under :func:`synthetic_raw_dir` and prepares them at the
     profile's ``downsample`` into ``<data_root>/cache/synthetic-n<N>-k<K>``.
     Both steps skip finished cases, and a lock file makes concurrent calls wait
     for each other, so calling this again (or from several notebooks) is cheap
@@ -397,7 +409,7 @@ def ensure_course_data(
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     with directory_lock(root / ".course-data.lock"):
         if not _cache_ready(cache, n_cases, downsample):
-            raw = root / "synthetic" / f"n{n_cases}"
+            raw = synthetic_raw_dir(n_cases)
             synthetic.make_dataset(raw, n_cases, seed=0, workers=workers)
             report = ingest.prepare_dataset(raw, cache, downsample=downsample, workers=workers, seed=0)
             if not report.ok:
