@@ -555,6 +555,9 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
     import concurrent.futures
     import multiprocessing
 
+    # Kernels left at TensorFlow's own thread count would oversubscribe the cores: three at
+    # once took longer than one after the other. Fewer threads also add a step's sums in
+    # another order, which can change a borderline run (book/running.md).
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_default_environment,
                                                 initargs=(_kernel_threads(jobs),)) as pool:
