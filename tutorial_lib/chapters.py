@@ -70,12 +70,14 @@ class Chapter:
     def data_kind(self) -> str:
         """``"synthetic"`` for the course's generated cases, else ``"BraTS"``: how prose names the data.
 
-        A cache counts as synthetic when every case was prepared from a folder
-        laid out like :func:`tutorial_lib.data.synthetic_raw_dir`.
+        A cache counts as synthetic when every case was prepared from the folder
+        :func:`tutorial_lib.data.synthetic_raw_dir` names for its number of cases
+        (compared by its last two parts, so a moved data root still counts).
         """
-        sources = {Path(entry["source"]) for entry in self.manifest["cases"].values()}
-        synthetic = all(source.parent.name == "synthetic" and source.name.startswith("n") for source in sources)
-        return "synthetic" if sources and synthetic else "BraTS"
+        cases = self.manifest["cases"]
+        expected = data.synthetic_raw_dir(len(cases)).parts[-2:]
+        synthetic = all(Path(entry["source"]).parts[-2:] == expected for entry in cases.values())
+        return "synthetic" if cases and synthetic else "BraTS"
 
 
 def versions() -> str:

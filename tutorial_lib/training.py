@@ -801,7 +801,7 @@ def train(
         jit_compile=jit_compile,
     )
     # Built here, eagerly, its slot variables cost milliseconds; left to the first
-    # traced step they cost about 1.5 s per training (benchmarks/bench_train_loop.py).
+    # traced step they cost about 1.5 s per training (benchmarks/bench_short_training.py).
     # Built, it also lets a saved optimizer state load.
     model.optimizer.build(model.trainable_variables)
     if _prepare_out_dir(out_path, epochs, overwrite):
