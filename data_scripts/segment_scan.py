@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Segment your own scan with a network the course trained.
+
+Usage (from the repository root)::
+
+    python data_scripts/segment_scan.py --model data/runs/patch_unet-0123456789abcdef \
+        --flair my_flair.nii.gz --t1 my_t1.nii.gz --t1ce my_t1ce.nii.gz --t2 my_t2.nii.gz \
+        --out my_seg.nii.gz
+
+``--model`` is a finished run folder (its ``record.json`` says which
+modalities the network takes and how its cache was down-sampled) or a
+``.keras`` file, loaded in Keras's safe mode (then give ``--downsample``).
+The scans may come in any orientation and voxel size, all modalities on one
+grid and skull-stripped; the labels are written on the scan's own grid with
+its affine (see ``tutorial_lib.scans``). Exits with status 2 and one line
+naming the file and the problem on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+# Runnable from a plain checkout, before `pip install -e .`.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tutorial_lib.config import BRATS  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, type=Path, help="finished run folder or .keras file")
+    for modality in BRATS.modalities:
+        parser.add_argument(f"--{modality}", type=Path, default=None, help=f"{modality} NIfTI file")
+    parser.add_argument("--out", required=True, type=Path, help="label file to write (.nii.gz)")
+    parser.add_argument("--downsample", type=int, default=None,
+                        help="the training cache's block factor (only for a network without a run record)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from tutorial_lib import scans  # imports Keras: after --help and argument errors
+
+    images = {m: getattr(args, m) for m in BRATS.modalities if getattr(args, m) is not None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", scans.ScanWarning)
+        warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
+        try:
+            network = scans.load_network(args.model, downsample=args.downsample)
+            print(f"network: {args.model} ({', '.join(network.modalities)}; cache factor {network.downsample})")
+            out = scans.segment_scan(network, images, args.out, threshold=args.threshold)
+        except scans.ScanError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
