@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench_pipeline": ("precision", "steps", "backend"),  # its size is the cache grid
     "bench_prepare": ("steps",),
     "bench_short_training": ("backend",),
+    "bench_grid_training": ("backend", "steps"),
 }
 
 

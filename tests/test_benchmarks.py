@@ -27,6 +27,7 @@ EXPECTED_TABLES = (
     "Input pipeline vs training step",
     "Preparation and cache reads vs NIfTI decompression",
     "A short training's fixed cost",
+    "A grid's next training",
 )
 
 
@@ -89,7 +90,8 @@ def test_json_rows_have_positive_rates(smoke_run: tuple[str, dict]) -> None:
     _, payload = smoke_run
     rows = payload["rows"]
     assert {row["benchmark"] for row in rows} == {
-        "bench_train_step", "bench_inference", "bench_pipeline", "bench_prepare", "bench_short_training"}
+        "bench_train_step", "bench_inference", "bench_pipeline", "bench_prepare", "bench_short_training",
+        "bench_grid_training"}
     for row in rows:
         for key in ("ms/step", "volumes/s", "TFLOP/s", "s/volume", "cases/s", "ours/PyTorch"):
             if key in row:
@@ -104,6 +106,15 @@ def test_eager_optimizer_build_learns_the_same_weights(smoke_run: tuple[str, dic
     _, payload = smoke_run
     rows = [row for row in payload["rows"] if row["benchmark"] == "bench_short_training"]
     assert [row["optimizer variables"] for row in rows] == ["lazy (Keras default)", "eager (training.train)"]
+    assert all(row["same weights"] is True for row in rows), rows
+
+
+def test_a_kept_network_learns_what_a_new_one_would(smoke_run: tuple[str, dict]) -> None:
+    """training.train keeps a network's traced steps when it is trained again; that must only save time."""
+    _, payload = smoke_run
+    rows = [row for row in payload["rows"] if row["benchmark"] == "bench_grid_training"]
+    assert [row["each training"] for row in rows] == ["new network (compile + trace)",
+                                                      "kept network (training.train again)"]
     assert all(row["same weights"] is True for row in rows), rows
 
 

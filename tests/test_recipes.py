@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -43,7 +45,8 @@ def test_train_unet3d_records_once_and_resumes_nothing_twice(tiny_cache, tmp_pat
     record, from_cache = experiments.cached_run(config, run, root=tmp_path)
     results = record["results"]
     assert not from_cache and set(results) == {"parameters", "seconds", "best_val_dice", "val_dice", "train_dice",
-                                               "train_loss"}
+                                               "train_loss", "epoch_cpu_seconds"}
+    assert 0 < results["epoch_cpu_seconds"] < results["seconds"] * os.cpu_count()
     history = training.load_history(experiments.run_dir(config, root=tmp_path))
     assert len(history) == 2 and results["best_val_dice"] == pytest.approx(history["val_dice"].max())
     model = training.load_best(experiments.run_dir(config, root=tmp_path))
@@ -80,3 +83,35 @@ def test_train_unet2d_keeps_the_epoch_with_the_best_volume_dice(tiny_cache, tmp_
     best = int(np.argmax(history["val_volume_dice"].to_numpy()))
     assert record["results"]["val_volume_dice"] == pytest.approx(history["val_volume_dice"].iloc[best])
     assert record["results"]["val_slice_dice"] == pytest.approx(history["val_dice"].iloc[best])
+
+
+@pytest.mark.parametrize("recipe", ["2d", "3d"])
+def test_the_next_seed_trains_in_the_kept_network_and_learns_what_a_new_one_would(tiny_cache, tmp_path, recipe):
+    if recipe == "2d":  # dropout: its random-seed state is part of what a new network starts with
+        configs = [recipes.unet2d_config("ci", tiny_cache, "losses", filters=[2, 4], epochs=2, slice_step=2,
+                                         dropout=0.5, seed=seed) for seed in (0, 1)]
+        run = functools.partial(recipes.train_unet2d, cache_dir=tiny_cache)
+    else:
+        configs = [recipes.unet3d_config("ci", tiny_cache, "ablations", filters=[2, 4], epochs=2,
+                                         patch_shape=[8, 8, 8], output_bias="prior", seed=seed) for seed in (0, 1)]
+        run = functools.partial(recipes.train_unet3d, cache_dir=tiny_cache)
+    recipes._kept_networks.clear()
+    experiments.cached_run(configs[0], run, root=tmp_path / "kept")
+    (kept_network,) = recipes._kept_networks.values()
+    kept, _ = experiments.cached_run(configs[1], run, root=tmp_path / "kept")
+    assert list(recipes._kept_networks.values()) == [kept_network]
+    recipes._kept_networks.clear()
+    new, _ = experiments.cached_run(configs[1], run, root=tmp_path / "new")
+    assert list(recipes._kept_networks.values()) != [kept_network]
+    for results in (kept["results"], new["results"]):  # all but the times
+        for timed in ("seconds", "epoch_cpu_seconds"):
+            results.pop(timed, None)
+    assert kept == new
+
+
+def test_a_few_architectures_are_kept_the_most_recently_used_last(tiny_cache):
+    recipes._kept_networks.clear()
+    built = [recipes._fresh_network({"width": width}, lambda w=width: keras.Sequential(name=f"w{w}"))
+             for width in (1, 2, 3, 4, 1, 5)]
+    assert built[4] is built[0]  # width 1 again: the kept network
+    assert [model.name for model in recipes._kept_networks.values()] == ["w3", "w4", "w1", "w5"]  # w2 dropped

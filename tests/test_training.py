@@ -105,6 +105,29 @@ def test_same_seed_repeats_the_run(finished_run, tmp_path):
     np.testing.assert_allclose(repeat.history["loss"], finished_run[2].history["loss"], rtol=1e-4)
 
 
+def test_training_a_model_again_keeps_its_traced_step_and_starts_like_a_new_model(tmp_path):
+    # A grid's second seed: the kept model takes a new model's initial state; only compiling is saved.
+    data, validation = tiny_data(8), tiny_data(seed=1)
+    keras.utils.set_random_seed(0)
+    kept = tiny_model()
+    train(kept, data, validation, out_dir=tmp_path / "first", epochs=1, learning_rate=1e-2, seed=0, **FAST)
+    traced_step = kept.train_function
+    keras.utils.set_random_seed(1)
+    new = tiny_model()
+    for kept_variable, variable in zip(kept.variables, new.variables, strict=True):
+        kept_variable.assign(variable)
+    again = train(kept, data, validation, out_dir=tmp_path / "again", epochs=2, learning_rate=3e-3, seed=1, **FAST)
+    # Only on TensorFlow: under JAX a second fit shuffles differently, so train() compiles again.
+    assert (kept.train_function is traced_step) == (keras.backend.backend() == "tensorflow")
+    assert int(kept.optimizer.iterations) == 2 * 4  # counted from zero again: 4 batches per epoch
+    reference = train(new, data, validation, out_dir=tmp_path / "new", epochs=2, learning_rate=3e-3, seed=1, **FAST)
+    assert again.history == reference.history
+    for a, b in zip(kept.get_weights(), new.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    train(kept, data, out_dir=tmp_path / "other_loss", epochs=1, loss="cosine", seed=1, **FAST)
+    assert kept.train_function is not traced_step  # another loss: compiled and traced again
+
+
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     keras.utils.set_random_seed(0)
     data, validation = tiny_data(), tiny_data(seed=1)

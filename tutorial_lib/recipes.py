@@ -20,6 +20,7 @@ training functions take the cache folder itself as ``cache_dir``.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from tutorial_lib.experiments import data_id
 
 __all__ = [
     "VolumeDiceCallback",
+    "EpochCPUSeconds",
     "unet2d_config",
     "train_unet2d",
     "unet3d_config",
@@ -46,6 +48,35 @@ __all__ = [
 
 # Validation metric of the 2D recipe: Keras' per-slice val_dice rewards empty slices.
 VOLUME_DICE = "val_volume_dice"
+
+# The last few networks the recipes trained, by architecture, and one loss object per loss
+# setting: training.train then keeps a network's traced training step. A grid trains one
+# architecture once per seed, learning rate or loss (chapter 02 alternates two), and
+# tracing costs a small network about a second of its few (benchmarks/bench_grid_training.py).
+_KEPT_NETWORKS = 4
+_kept_networks: dict[str, keras.Model] = {}
+_loss_objects: dict[str, Any] = {}
+
+
+def _fresh_network(architecture: dict[str, Any], build: Any) -> keras.Model:
+    """``build()``'s seeded initial state, in a kept network of this ``architecture`` if there is one."""
+    model = build()
+    key = json.dumps(architecture, sort_keys=True)
+    kept = _kept_networks.pop(key, None)
+    if kept is None:
+        kept = model
+    else:  # variables, not weights: a dropout layer's random-seed state is copied too
+        for kept_variable, variable in zip(kept.variables, model.variables, strict=True):
+            kept_variable.assign(variable)
+    _kept_networks[key] = kept  # the most recently used last
+    while len(_kept_networks) > _KEPT_NETWORKS:
+        del _kept_networks[next(iter(_kept_networks))]
+    return kept
+
+
+def _loss(name: str, **options: Any) -> Any:
+    key = json.dumps([name, options], sort_keys=True)
+    return _loss_objects.setdefault(key, losses.get_loss(name, **options))
 
 
 class VolumeDiceCallback(keras.callbacks.Callback):
@@ -63,6 +94,21 @@ class VolumeDiceCallback(keras.callbacks.Callback):
         scores = inference.case_dice(self.model, self.cache_dir, self.case_ids, **self.predict_options)
         if logs is not None:
             logs[VOLUME_DICE] = float(np.mean(list(scores.values())))
+
+
+class EpochCPUSeconds(keras.callbacks.Callback):
+    """Puts the CPU seconds this process spent on the epoch into its logs as ``epoch_cpu_seconds``.
+
+    CPU time rather than wall-clock, so that chapters running side by side
+    (``scripts/build_course.py --jobs``) do not slow each other's figure.
+    """
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.process_time()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["epoch_cpu_seconds"] = time.process_time() - self.started
 
 
 def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **changes: Any) -> dict[str, Any]:
@@ -105,8 +151,9 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
         (Keras' per-slice mean at that epoch).
     """
     keras.utils.set_random_seed(config["seed"])
-    grid = tuple(load_manifest(cache_dir)["shape"])
-    model = models.unet(grid[:2] + (1,), filters=config["filters"], dropout=config["dropout"])
+    architecture = dict(input_shape=tuple(load_manifest(cache_dir)["shape"])[:2] + (1,), filters=config["filters"],
+                        dropout=config["dropout"])
+    model = _fresh_network(architecture, lambda: models.unet(**architecture))
     slices = dict(batch_size=config["batch_size"], slice_step=config["slice_step"], seed=config["seed"])
     train_slices = datasets.SliceDataset(cache_dir, "train", shuffle=True,
                                          oversample_tumour=config["oversample_tumour"], **slices)
@@ -114,7 +161,7 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     start = time.perf_counter()
     history = training.train(
         model, train_slices, val_slices, out_dir=run_dir, epochs=config["epochs"],
-        loss=losses.get_loss(config["loss"], **config["loss_options"]), learning_rate=config["learning_rate"],
+        loss=_loss(config["loss"], **config["loss_options"]), learning_rate=config["learning_rate"],
         seed=config["seed"], verbose=0, monitor=VOLUME_DICE,
         callbacks=[VolumeDiceCallback(cache_dir, val_slices.case_ids)])
     best = int(np.argmax(history.history[VOLUME_DICE]))
@@ -196,15 +243,14 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     -------
     dict
         ``parameters``, ``seconds`` (of this call), ``best_val_dice`` (the kept
-        epoch), ``val_dice``, ``train_dice`` and ``train_loss`` (the last epoch).
+        epoch), ``val_dice``, ``train_dice``, ``train_loss`` and
+        ``epoch_cpu_seconds`` (the last epoch: the cost of training this network
+        once it runs, without the fixed cost of starting a training).
     """
-    keras.utils.set_random_seed(config["seed"])
-    model = build_unet3d(config)
-    if config["output_bias"] == "prior":  # log(p / (1 - p)): a fresh network predicts the base rate
-        prior = target_prior(cache_dir, "train", target=config["target"])
-        model.layers[-1].bias.assign(np.log(prior / (1 - prior)).astype("float32"))
-    elif config["output_bias"] != "zero":
+    if config["output_bias"] not in ("zero", "prior"):
         raise ValueError(f"output_bias must be 'zero' or 'prior', got {config['output_bias']!r}")
+    keras.utils.set_random_seed(config["seed"])
+    model = _fresh_network(_unet3d_architecture(config), lambda: _initial_unet3d(config, cache_dir))
     common = dict(modalities=config["modalities"], target=config["target"], batch_size=config["batch_size"],
                   seed=config["seed"])
     if config["patch_shape"] is None:
@@ -217,17 +263,30 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     val_data = datasets.VolumeDataset(cache_dir, "val", modalities=config["modalities"], target=config["target"])
     start = time.perf_counter()
     history = training.train(model, train_data, val_data, out_dir=run_dir, epochs=config["epochs"],
-                             loss=losses.get_loss("dice_probability", reduction=config["loss_reduction"]),
+                             loss=_loss("dice_probability", reduction=config["loss_reduction"]),
                              optimizer=config["optimizer"], learning_rate=config["learning_rate"],
-                             seed=config["seed"], verbose=0).history
+                             seed=config["seed"], verbose=0, callbacks=[EpochCPUSeconds()]).history
     return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
             "best_val_dice": max(history["val_dice"]), "val_dice": history["val_dice"][-1],
-            "train_dice": history["dice"][-1], "train_loss": history["loss"][-1]}
+            "train_dice": history["dice"][-1], "train_loss": history["loss"][-1],
+            "epoch_cpu_seconds": history["epoch_cpu_seconds"][-1]}
 
 
 def build_unet3d(config: dict[str, Any]) -> keras.Model:
     """The fully convolutional 3D U-Net of ``config``: any input size, so patches and volumes alike."""
-    channels = len(modality_indices(config["modalities"]))
+    return models.unet(**_unet3d_architecture(config))
+
+
+def _unet3d_architecture(config: dict[str, Any]) -> dict[str, Any]:
     options = {key: config[key] for key in ("filters", "kernel_size", "convs_per_level", "skips",
                                             "upsampling", "dropout", "activation", "residual")}
-    return models.unet((None, None, None, channels), num_classes=len(TARGETS[config["target"]]), **options)
+    channels = len(modality_indices(config["modalities"]))
+    return dict(input_shape=(None, None, None, channels), num_classes=len(TARGETS[config["target"]]), **options)
+
+
+def _initial_unet3d(config: dict[str, Any], cache_dir: str | os.PathLike) -> keras.Model:
+    model = build_unet3d(config)
+    if config["output_bias"] == "prior":  # log(p / (1 - p)): a fresh network predicts the base rate
+        prior = target_prior(cache_dir, "train", target=config["target"])
+        model.layers[-1].bias.assign(np.log(prior / (1 - prior)).astype("float32"))
+    return model

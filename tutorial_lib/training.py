@@ -42,6 +42,7 @@ import json
 import os
 import shutil
 import sys
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -577,6 +578,27 @@ class _CommitEpochs(keras.callbacks.Callback):
         write_json_atomic(self.backup / STATE_FILE, state)
 
 
+# What train() compiled each live model with, and its optimizer's fresh state.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reset_if_compiled(model: keras.Model, settings: tuple, learning_rate: float) -> bool:
+    """If train() compiled ``model`` with ``settings``, reset its optimizer as a new compile would.
+
+    Compiling again would drop the traced training step, and tracing it costs a
+    small network as much as a short training (benchmarks/bench_grid_training.py);
+    a grid trains one architecture once per seed, learning rate or loss.
+    """
+    compiled = _COMPILED.get(model)
+    # Checked on TensorFlow only: under JAX a second fit shuffles unlike a new model's.
+    if compiled is None or compiled[0] != settings or keras.backend.backend() != "tensorflow":
+        return False
+    for variable, fresh in zip(model.optimizer.variables, compiled[1], strict=True):
+        variable.assign(fresh)  # step count, moments, loss scale: as a new optimizer starts
+    model.optimizer.learning_rate = learning_rate
+    return True
+
+
 def _make_optimizer(
     name: str, learning_rate: float, momentum: float, accumulation: int, policy: str
 ) -> keras.optimizers.Optimizer:
@@ -709,6 +731,11 @@ def train(
 ) -> keras.callbacks.History:
     """Compile and fit ``model``; checkpoint, log, resume, stop on NaN.
 
+    A model that ``train`` compiled before, with the same optimizer, loss,
+    precision and ``jit_compile``, is not compiled again: its optimizer is
+    reset as a new compile would leave it (TensorFlow backend), and its traced
+    training step is kept, which saves a small network about a second.
+
     Parameters
     ----------
     model : keras.Model
@@ -790,20 +817,21 @@ def train(
     _check_arrays(val_data, "val_data")
     out_path = Path(out_dir)
     keras.utils.set_random_seed(seed)
-    optimizer_object = _make_optimizer(
-        optimizer, learning_rate, momentum, gradient_accumulation_steps, policy
-    )
-    loss_function = losses_module.get_loss(loss) if isinstance(loss, str) else loss
-    model.compile(
-        optimizer=optimizer_object,
-        loss=loss_function,
-        metrics=[DiceMetric(name="dice")],
-        jit_compile=jit_compile,
-    )
-    # Built here, eagerly, its slot variables cost milliseconds; left to the first
-    # traced step they cost about 1.5 s per training (benchmarks/bench_short_training.py).
-    # Built, it also lets a saved optimizer state load.
-    model.optimizer.build(model.trainable_variables)
+    optimizer_object = _make_optimizer(optimizer, learning_rate, momentum, gradient_accumulation_steps, policy)
+    settings = (optimizer, momentum, gradient_accumulation_steps, policy, loss, jit_compile)
+    if not _reset_if_compiled(model, settings, learning_rate):
+        loss_function = losses_module.get_loss(loss) if isinstance(loss, str) else loss
+        model.compile(
+            optimizer=optimizer_object,
+            loss=loss_function,
+            metrics=[DiceMetric(name="dice")],
+            jit_compile=jit_compile,
+        )
+        # Built here, eagerly, its slot variables cost milliseconds; left to the first
+        # traced step they cost about 1.5 s per training (benchmarks/bench_short_training.py).
+        # Built, it also lets a saved optimizer state load.
+        model.optimizer.build(model.trainable_variables)
+        _COMPILED[model] = (settings, [variable.numpy() for variable in model.optimizer.variables])
     if _prepare_out_dir(out_path, epochs, overwrite):
         model.load_weights(str(out_path / FINAL_WEIGHTS_FILE))
         print(f"{out_path} already holds a finished {epochs}-epoch run: loaded its final weights")
