@@ -57,6 +57,7 @@ __all__ = [
     "read_pages",
     "read_chapters",
     "select_chapters",
+    "start_order",
     "source_fingerprint",
     "stage_book",
     "without_unset_repository",
@@ -517,7 +518,7 @@ def _default_environment(values: dict[str, str]) -> None:
 
 
 def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Path) -> list[ChapterRun]:
-    """Execute ``chapters``, ``--jobs`` at a time in the order of the table of contents.
+    """Execute ``chapters``, ``--jobs`` at a time (in :func:`start_order`), recorded in table-of-contents order.
 
     Each finished chapter is recorded at once in ``timings.json``. Chapters that
     run at once and ask for the same network share it: the run cache trains a
@@ -561,12 +562,25 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_default_environment,
                                                 initargs=(_kernel_threads(jobs),)) as pool:
-        futures = {pool.submit(_execute_timed, source, target, parameters, timeout,
-                               {"desc": name, "mininterval": 10}): name
-                   for name, (source, target) in tasks.items()}
+        futures = {pool.submit(_execute_timed, *tasks[Path(chapter).name], parameters, timeout,
+                               {"desc": Path(chapter).name, "mininterval": 10}): Path(chapter).name
+                   for chapter in start_order(chapters, execution["book_start_order"])}
         for future in concurrent.futures.as_completed(futures):
             record(futures[future], *future.result())
     return [runs[name] for name in tasks]
+
+
+def start_order(chapters: Sequence[str], first: Sequence[str]) -> list[str]:
+    """The chapters in the order they start side by side: those numbered in ``first``, then the rest.
+
+    Examples
+    --------
+    >>> start_order(["nb/01_a", "nb/02_b", "nb/03_c"], ["03"])
+    ['nb/03_c', 'nb/01_a', 'nb/02_b']
+    """
+    number = {Path(chapter).name.split("_")[0]: chapter for chapter in chapters}
+    ahead = [number[key] for key in first if key in number]
+    return ahead + [chapter for chapter in chapters if chapter not in ahead]
 
 
 def _is_executed_copy(path: Path) -> bool:

@@ -96,3 +96,21 @@ def test_two_jobs_run_chapters_side_by_side_and_record_each(tmp_path, monkeypatc
     timings = json.loads((book_dir / build_course.TIMINGS_FILE).read_text())["chapters"]
     assert {name: (run["status"], run["jobs"]) for name, run in timings.items()} == {"a": ("ok", 2), "b": ("ok", 2)}
     assert all(run["peak_rss_mb"] > 0 for run in timings.values())  # each worker saw its own kernel
+
+
+@pytest.mark.parametrize("first, expected", [
+    (("03", "04"), ["03_c", "04_d", "01_a", "02_b"]),
+    (("09", "02"), ["02_b", "01_a", "03_c", "04_d"]),  # a chapter not selected (--notebooks) is skipped
+    ((), ["01_a", "02_b", "03_c", "04_d"]),
+])
+def test_the_chapters_named_first_start_first(first, expected):
+    chapters = ["notebooks/01_a", "notebooks/02_b", "notebooks/03_c", "notebooks/04_d"]
+    assert [Path(c).name for c in build_course.start_order(chapters, first)] == expected
+
+
+def test_every_chapter_named_to_start_first_exists():
+    from tutorial_lib.config import PROFILES
+
+    numbers = {Path(chapter).name.split("_")[0] for chapter in build_course.read_chapters(REPO)}
+    for name, profile in PROFILES.items():
+        assert set(profile["execution"]["book_start_order"]) <= numbers, name

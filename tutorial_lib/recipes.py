@@ -100,7 +100,8 @@ class EpochCPUSeconds(keras.callbacks.Callback):
     """Puts the CPU seconds this process spent on the epoch into its logs as ``epoch_cpu_seconds``.
 
     CPU time rather than wall-clock, so that chapters running side by side
-    (``scripts/build_course.py --jobs``) do not slow each other's figure.
+    (``scripts/build_course.py --jobs``) slow each other's figure far less
+    (not at all would be too strong: two cores share caches).
     """
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
