@@ -181,3 +181,10 @@ def test_the_command_segments_a_scan_and_reports_bad_input(case, flair_network, 
     refused = subprocess.run(command + ["--t2", str(tmp_path / "flair.nii.gz")], capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: the network needs")
+
+
+@OWN_PROCESS
+def test_the_module_imports_without_keras():
+    # CONTRIBUTING.md's light-import promise: only load_network starts Keras.
+    code = "import sys; from tutorial_lib import scans; assert 'keras' not in sys.modules, sorted(sys.modules)[:5]"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
