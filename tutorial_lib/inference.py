@@ -458,6 +458,13 @@ def _to_original_grid(labels: np.ndarray, entry: Mapping[str, Any]) -> np.ndarra
     return original
 
 
+def _labels_on_original_grid(mask: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
+    """Region masks on the cache grid as BraTS labels on the grid the case was prepared from."""
+    # Labels first: one uint8 volume to up-sample instead of one per region channel.
+    labels = _upsample(regions_to_labels(mask), int(_entry_field(entry, "downsample")))
+    return _to_original_grid(labels, entry)
+
+
 def _save_nifti_atomically(labels: np.ndarray, affine: np.ndarray, out_path: Path) -> None:
     import nibabel as nib
 
@@ -519,9 +526,7 @@ def write_segmentation(
     if volume.ndim != 4 or volume.shape[:3] != grid:
         raise ValueError(f"prediction shape {volume.shape} does not match the case's cache grid {grid}")
     mask = volume > (threshold if np.issubdtype(volume.dtype, np.floating) else 0)
-    # Labels first: one uint8 volume to up-sample instead of one per region channel.
-    labels = _upsample(regions_to_labels(mask), int(_entry_field(manifest_entry, "downsample")))
-    labels = _to_original_grid(labels, manifest_entry)
+    labels = _labels_on_original_grid(mask, manifest_entry)
     affine = np.asarray(_entry_field(manifest_entry, "original_affine"), dtype=float)
     out = Path(out_path)
     _save_nifti_atomically(labels, affine, out)

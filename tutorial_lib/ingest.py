@@ -37,7 +37,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
@@ -62,6 +62,7 @@ __all__ = [
     "downsample_image",
     "downsample_mask",
     "downsample_label",
+    "normalise_case",
     "split_sizes",
     "split_cases",
     "prepare_dataset",
@@ -263,28 +264,71 @@ def _blank_modalities(case: CaseSource, images: dict[str, np.ndarray]) -> list[s
     ]
 
 
+def normalise_case(
+    images: dict[str, np.ndarray], brain: np.ndarray, modalities: Sequence[str], downsample: int, *,
+    dtype: Any = np.float32,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], dict[str, dict[str, float]]]:
+    """The cache's preparation of one case's 1 mm volumes: crop, z-score in the brain, block-average.
+
+    Parameters
+    ----------
+    images : dict of str to numpy.ndarray
+        Float volumes ``(x, y, z)`` by modality; each one used is removed from
+        the dict, which halves the peak memory of a full-size case.
+    brain : numpy.ndarray
+        Non-empty boolean brain mask on the same grid.
+    modalities : sequence of str
+        The channels to prepare, in order.
+    downsample : int
+        Block size.
+    dtype : optional
+        Of the returned image (the cache stores float16).
+
+    Returns
+    -------
+    image : numpy.ndarray
+        ``(x, y, z, len(modalities))`` on the cache grid.
+    brain : numpy.ndarray
+        The brain mask on the cache grid.
+    geometry : dict
+        ``original_shape``, ``crop_box``, ``padding`` and ``downsample``: what
+        :func:`tutorial_lib.inference.write_segmentation` undoes.
+    stats : dict
+        The z-score's ``mean`` and ``std`` per modality.
+
+    Examples
+    --------
+    >>> flair = np.zeros((8, 8, 8), np.float32); flair[2:6, 2:6, 2:6] = np.arange(1, 65).reshape(4, 4, 4)
+    >>> image, brain, geometry, _ = normalise_case({"flair": flair}, flair != 0, ["flair"], 4)
+    >>> image.shape, brain.shape, geometry["crop_box"]
+    ((48, 48, 40, 1), (48, 48, 40), [[0, 8], [0, 8], [0, 8]])
+    """
+    box, padding = crop_box(brain)
+    original_shape, brain = list(brain.shape), _apply_crop(brain, box, padding)
+    image, stats = np.empty([n // downsample for n in brain.shape] + [len(modalities)], dtype), {}
+    for channel, modality in enumerate(modalities):
+        volume = _apply_crop(images.pop(modality), box, padding)
+        stats[modality] = _zscore(volume, brain)
+        image[..., channel] = downsample_image(volume, downsample)
+    geometry = {"original_shape": original_shape, "crop_box": box, "padding": padding, "downsample": downsample}
+    return image, downsample_mask(brain, downsample), geometry, stats
+
+
 def _process(case: CaseSource, root: Path, downsample: int) -> tuple[dict[str, np.ndarray], dict]:
     images, label, affine, notes = read_case(case)
     brain = np.logical_or.reduce([images[m] != 0 for m in BRATS.modalities])
     if not brain.any():
         raise CaseError(f"{next(iter(case.files.values()))}: every image voxel is zero in every modality")
     notes = notes + _blank_modalities(case, images)
-    box, padding = crop_box(brain)
-    original_shape, brain = list(brain.shape), _apply_crop(brain, box, padding)
-    grid = [n // downsample for n in brain.shape]
-    image, stats = np.empty(grid + [len(BRATS.modalities)], np.float16), {}
-    for channel, modality in enumerate(BRATS.modalities):
-        volume = _apply_crop(images.pop(modality), box, padding)
-        stats[modality] = _zscore(volume, brain)
-        image[..., channel] = downsample_image(volume, downsample)
-    arrays = {"image": image, "brain": downsample_mask(brain, downsample)}
+    image, brain, geometry, stats = normalise_case(images, brain, BRATS.modalities, downsample, dtype=np.float16)
+    arrays = {"image": image, "brain": brain}
     if label is not None:
-        arrays["label"] = downsample_label(_apply_crop(label, box, padding), downsample)
-    details = {
-        "original_shape": original_shape,
+        arrays["label"] = downsample_label(_apply_crop(label, geometry["crop_box"], geometry["padding"]), downsample)
+    details = {  # in the manifest's key order, which data_id hashes
+        "original_shape": geometry["original_shape"],
         "original_affine": affine.tolist(),
-        "crop_box": box,
-        "padding": padding,
+        "crop_box": geometry["crop_box"],
+        "padding": geometry["padding"],
         "downsample": downsample,
         "normalisation": stats,
         "notes": notes,

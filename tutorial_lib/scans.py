@@ -214,22 +214,6 @@ def _check_skull_stripped(volume: np.ndarray, affine: np.ndarray, path: Any) -> 
                       ScanWarning, stacklevel=3)
 
 
-def _prepare(images: dict[str, np.ndarray], network: Network) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Crop, z-score and down-sample 1 mm volumes like the cache; return image, brain and the geometry."""
-    brain = np.logical_or.reduce([volume != 0 for volume in images.values()])
-    if not brain.any():
-        raise ScanError("every voxel is zero in every modality")
-    box, padding = ingest.crop_box(brain)
-    shape, brain = list(brain.shape), ingest._apply_crop(brain, box, padding)
-    channels = []
-    for modality in network.modalities:
-        volume = ingest._apply_crop(images[modality], box, padding)
-        ingest._zscore(volume, brain)
-        channels.append(ingest.downsample_image(volume, network.downsample))
-    geometry = {"crop_box": box, "padding": padding, "original_shape": shape, "downsample": network.downsample}
-    return np.stack(channels, axis=-1), ingest.downsample_mask(brain, network.downsample), geometry
-
-
 def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str | os.PathLike],
                  out_path: str | os.PathLike, *, threshold: float = 0.5, overlap: float = 0.5) -> Path:
     """Segment one scan with a trained network and write BraTS labels on the scan's own grid.
@@ -272,15 +256,17 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     _check_skull_stripped(reference, affine, images[network.modalities[0]])
     grid, grid_shape = training_grid(affine, reference.shape)
     resampled = {m: resample(volume, affine, grid, grid_shape, order=1) for m, volume in scan.items()}
-    image, brain, geometry = _prepare(resampled, network)
+    brain = np.logical_or.reduce([volume != 0 for volume in resampled.values()])
+    if not brain.any():
+        raise ScanError(f"{images[network.modalities[0]]}: every voxel is zero in every modality")
+    image, brain, geometry, _ = ingest.normalise_case(resampled, brain, network.modalities, network.downsample)
     model = network.model
     if len(model.input_shape) == 4:  # a 2D network: slice by slice inside the brain
         probabilities = inference.predict_volume_2d(model, image, brain=brain)
     else:
         probabilities = inference.predict_volume(model, image, patch_size=network.patch_shape, overlap=overlap,
                                                  pad_multiple=inference.downsampling_factor(model))
-    labels = inference.regions_to_labels(probabilities > threshold)
-    labels = inference._to_original_grid(inference._upsample(labels, network.downsample), geometry)
+    labels = inference._labels_on_original_grid(probabilities > threshold, geometry)
     labels = resample(labels, grid, affine, reference.shape, order=0).astype(np.uint8)
     out = Path(out_path)
     inference._save_nifti_atomically(labels, affine, out)
