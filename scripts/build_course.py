@@ -318,10 +318,18 @@ def execute_chapter(
     partial = target.with_name(f".{target.stem}.partial.ipynb")
     target.unlink(missing_ok=True)
     try:
-        papermill.execute_notebook(
-            str(source), str(partial), parameters=parameters, kernel_name=kernel_name,
-            cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=progress,
-        )
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                papermill.execute_notebook(
+                    str(source), str(partial), parameters=parameters, kernel_name=kernel_name,
+                    cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=progress,
+                )
+                break
+            except RuntimeError as error:
+                if not _kernel_did_not_start(error) or attempt == KERNEL_START_ATTEMPTS:
+                    raise
+                print(f"{source.stem}: the kernel died while starting ({error}); starting another",
+                      file=sys.stderr, flush=True)
     except PapermillExecutionError as error:
         os.replace(partial, target.with_name(f"{target.stem}.failed.ipynb"))
         return f"{_describe_cell(source, error.source, error.exec_count)}: {error.ename}: {error.evalue}"
@@ -332,6 +340,16 @@ def execute_chapter(
     os.replace(partial, target)
     target.with_name(f"{target.stem}.failed.ipynb").unlink(missing_ok=True)
     return None
+
+
+# Kernels started side by side can pick the same free port (jupyter_client chooses the
+# ports before the kernel binds them); the loser dies before running any cell.
+KERNEL_START_ATTEMPTS = 3
+
+
+def _kernel_did_not_start(error: BaseException) -> bool:
+    """True for jupyter_client's error when a kernel dies before answering its first request."""
+    return "before replying to kernel_info" in str(error)
 
 
 class PeakMemory:

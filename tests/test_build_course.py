@@ -114,3 +114,38 @@ def test_every_chapter_named_to_start_first_exists():
     numbers = {Path(chapter).name.split("_")[0] for chapter in build_course.read_chapters(REPO)}
     for name, profile in PROFILES.items():
         assert set(profile["execution"]["book_start_order"]) <= numbers, name
+
+
+# A kernel that dies at start while tmp/deaths holds a number above 0, as the loser of a port race does.
+_FLAKY_KERNEL = """
+import pathlib, runpy, sys
+deaths = pathlib.Path(sys.argv[1])
+left = int(deaths.read_text())
+if left > 0:
+    deaths.write_text(str(left - 1))
+    sys.exit(1)
+sys.argv = ["ipykernel_launcher", "-f", sys.argv[2]]
+runpy.run_module("ipykernel_launcher", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("deaths, error", [(0, None), (1, None), (build_course.KERNEL_START_ATTEMPTS, "kernel_info")])
+def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatch, capsys, deaths, error):
+    (tmp_path / "kernel.py").write_text(_FLAKY_KERNEL)
+    (tmp_path / "deaths").write_text(str(deaths))
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, str(tmp_path / "kernel.py"), str(tmp_path / "deaths"), "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "flaky", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    source, target = tmp_path / "chapter.ipynb", tmp_path / "out" / "chapter.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    notebook.metadata["kernelspec"] = {"name": "flaky", "language": "python", "display_name": "flaky"}
+    nbformat.write(notebook, source)
+    result = build_course.execute_chapter(source, target, parameters={}, kernel_name="flaky", progress=False)
+    if error is None:
+        assert result is None and "42" in target.read_text()
+        assert capsys.readouterr().err.count("died while starting") == deaths
+    else:
+        assert error in result and not target.exists()
+    assert (tmp_path / "deaths").read_text() == "0"
