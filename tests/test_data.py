@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from tutorial_lib.data import (
     load_case,
     load_manifest,
     load_split,
+    open_array,
 )
 
 GRID = (48, 48, 40)  # tiny_cache: crop grid 192 x 192 x 160 down-sampled by 4
@@ -100,6 +103,26 @@ def test_ensure_course_data_generates_once(tmp_path, monkeypatch, tiny_case_writ
     (cache / "split.json").unlink()  # an interrupted earlier run is completed, not redone
     assert ensure_course_data(profile, workers=1) == cache and (cache / "split.json").is_file()
     assert data.data_root() == tmp_path
+
+
+def test_appearance_data_scans_the_course_patients_again(cache_dir, tiny_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path / "data"))
+    course = Path(shutil.copytree(cache_dir, tmp_path / "cache" / "synthetic-n4-k4"))
+    test_cases = load_split(course)["test"]
+    site = data.ensure_appearance_data(course, "second_site", test_cases, workers=1)
+    assert site == course.with_name("synthetic-n4-k4-second_site")
+    assert sorted(load_manifest(site)["cases"]) == test_cases
+    for case_id in test_cases:  # the same patient (truth and brain), another scanner (image)
+        for name in ("label", "brain"):
+            np.testing.assert_array_equal(open_array(site, case_id, name), open_array(course, case_id, name))
+        assert not np.array_equal(open_array(site, case_id, "image"), open_array(course, case_id, "image"))
+    written = (site / "manifest.json").stat().st_mtime_ns
+    assert data.ensure_appearance_data(course, "second_site", test_cases) == site
+    assert (site / "manifest.json").stat().st_mtime_ns == written  # nothing made twice
+    with pytest.raises(ValueError, match="not cases of"):
+        data.ensure_appearance_data(course, "second_site", ["Synth_0009"])
+    with pytest.raises(ValueError, match="not a course synthetic cache"):
+        data.ensure_appearance_data(tiny_cache, "second_site", ["Tiny_0"])
 
 
 def test_numpy_readers_import_without_a_deep_learning_backend():

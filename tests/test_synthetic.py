@@ -1,7 +1,8 @@
 """Tests for tutorial_lib.synthetic: BraTS conventions, determinism, atomic writes.
 
 Full-size cases cost seconds each, so the tests read the session's
-``raw_dataset`` (conftest: 4 cases, seed 0) and generate at most one more.
+``raw_dataset`` (conftest: 4 cases, seed 0) and generate at most two more
+(the first case again, and at the second site).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def fast_generator(monkeypatch, regenerated):
     """Make generate_case instant (returns the regenerated case) and count calls."""
     calls = []
 
-    def fake(case_id, *, seed):
+    def fake(case_id, *, seed, appearance="course"):
         calls.append(case_id)
         return regenerated
 
@@ -167,3 +168,100 @@ def test_failed_write_leaves_nothing(tmp_path, fast_generator, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         synthetic.write_case(tmp_path, "Synth_0009", seed=1)
     assert saved and list(tmp_path.iterdir()) == []
+
+
+# --- appearances: one patient, several scanners ------------------------------------------------
+
+COURSE_TISSUE, COURSE_TUMOUR = synthetic._TISSUE_LOOK, synthetic._TUMOUR_LOOK
+
+
+def _with(modality, part, value):
+    """The course's look-ups with one value replaced (part: a tissue index 1-3 or a tumour part)."""
+    tissue = {m: list(v) for m, v in COURSE_TISSUE.items()}
+    tumour = {m: dict(v) for m, v in COURSE_TUMOUR.items()}
+    if isinstance(part, int):
+        tissue[modality][part] = value
+    else:
+        tumour[modality][part] = value
+    return tissue, tumour
+
+
+@pytest.mark.parametrize("change, plausible", [
+    (None, True),
+    (("t2", 1, 0.3), False),           # CSF darker than grey matter on T2
+    (("flair", "edema", 0.55), False),  # the lesion no brighter than grey matter on FLAIR
+    (("t1ce", "enhancing", 0.7), False),  # the rim below white matter on T1ce
+    (("t1", 3, 0.5), False),           # white matter darker than grey on T1
+    (("t1", "necrosis", 0.6), False),  # a necrotic core brighter than grey matter on T1
+    (("t2", "edema", 0.40), False),    # edema darker than white matter on T2
+    (("t1", 3, 0.9), True),            # more grey/white contrast on T1 breaks nothing
+])
+def test_look_is_plausible_checks_each_rule(change, plausible):
+    looks = (COURSE_TISSUE, COURSE_TUMOUR) if change is None else _with(*change)
+    assert synthetic.look_is_plausible(*looks) is plausible
+
+
+def test_every_appearance_draws_plausible_looks_and_only_the_varied_one_varies():
+    course = synthetic._case_looks(synthetic.APPEARANCES["course"], None, 0.95)
+    assert course == ({m: tuple(v) for m, v in COURSE_TISSUE.items()}, COURSE_TUMOUR)
+    drawn = [synthetic._case_looks(synthetic.APPEARANCES["varied"], np.random.default_rng(s), 0.8) for s in range(200)]
+    assert all(synthetic.look_is_plausible(*looks) for looks in drawn)
+    t1_white = np.array([tissue["t1"][3] for tissue, _ in drawn])
+    # exp(+-0.15): every draw within 14 % below to 16 % above the course's 0.80, and they differ
+    assert 0.80 * np.exp(-0.15) <= t1_white.min() < t1_white.max() <= 0.80 * np.exp(0.15)
+    second = synthetic._case_looks(synthetic.APPEARANCES["second_site"], np.random.default_rng(0), 0.95)
+    assert synthetic.look_is_plausible(*second) and second[0]["t1"][3] < COURSE_TISSUE["t1"][3]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(noise="poisson"), "noise must be"),
+    (dict(contrast_jitter=0.8), "contrast_jitter"),
+    (dict(slice_thickness_mm=0), "slice_thickness_mm"),
+    (dict(look_scale={("pd", "grey"): 1.1}), "look_scale"),
+    (dict(bias_range=(0.4, 0.2)), "bias_range"),
+])
+def test_appearance_rejects_bad_settings(options, message):
+    with pytest.raises(ValueError, match=message):
+        synthetic.Appearance(**options)
+
+
+def test_an_unknown_appearance_name_is_refused():
+    with pytest.raises(ValueError, match="unknown appearance 'scanner_b'"):
+        synthetic.generate_case("x", seed=0, appearance="scanner_b")
+
+
+@pytest.mark.parametrize("signal, thickness, slabs", [
+    ([1.0, 1.0, 1.0, 1.0, 1.0, 1.0], 3, [1.0, 1.0]),
+    ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 3, [1.0, 4.0]),
+    ([0.0, 3.0, 6.0, 9.0], 3, [3.0, 9.0]),  # a last slab of one slice
+])
+def test_thick_slices_average_slabs_and_thin_slices_interpolate_back(signal, thickness, slabs):
+    volume = np.array(signal, np.float32).reshape(1, 1, -1)
+    thick = synthetic._thick_slices(volume, thickness)
+    np.testing.assert_allclose(thick[0, 0], slabs)
+    thin = synthetic._thin_slices(thick, thickness, len(signal))[0, 0]
+    assert thin.shape == (len(signal),)
+    if len(set(signal)) == 1:  # a constant stays constant
+        np.testing.assert_allclose(thin, signal)
+    else:  # a ramp comes back as a ramp through the slab centres, flat beyond them
+        centres = np.minimum(np.arange(len(slabs)) * thickness + (thickness - 1) / 2, len(signal) - 1)
+        np.testing.assert_allclose(thin, np.interp(np.arange(len(signal)), centres, slabs), rtol=1e-6)
+
+
+def test_the_second_site_scans_the_same_patient_with_thick_slices(regenerated):
+    first_case = regenerated
+    elsewhere = synthetic.generate_case("Synth_0000", seed=synthetic.case_seed(0, 0), appearance="second_site")
+    np.testing.assert_array_equal(elsewhere.seg, first_case.seg)
+    np.testing.assert_array_equal(elsewhere.affine, first_case.affine)
+    np.testing.assert_array_equal(elsewhere.brain, first_case.brain)
+    brain = first_case.brain
+
+    def slice_to_slice(image):  # mean change between neighbouring slices, relative to the mean
+        values = image.astype(np.float32)
+        both = brain[:, :, 1:] & brain[:, :, :-1]
+        return np.abs(np.diff(values, axis=2))[both].mean() / values[brain].mean()
+
+    for name in BRATS.modalities:
+        assert not np.array_equal(elsewhere.images[name], first_case.images[name])
+        # 3 mm slabs interpolated to 1 mm change less from one slice to the next
+        assert slice_to_slice(elsewhere.images[name]) < slice_to_slice(first_case.images[name])

@@ -46,6 +46,7 @@ __all__ = [
     "display_path",
     "synthetic_raw_dir",
     "ensure_course_data",
+    "ensure_appearance_data",
 ]
 
 # Target name -> BraTS regions stacked as channels.
@@ -414,4 +415,71 @@ def ensure_course_data(
             report = ingest.prepare_dataset(raw, cache, downsample=downsample, workers=workers, seed=0)
             if not report.ok:
                 raise RuntimeError(f"preparing the synthetic data failed:\n{report.summary()}")
+    return cache
+
+
+def ensure_appearance_data(
+    course_cache: str | os.PathLike[str],
+    appearance: str,
+    case_ids: Sequence[str],
+    *,
+    workers: int | None = None,
+) -> Path:
+    """The course's synthetic cases ``case_ids`` seen by another scanner, prepared like the course's.
+
+    The same patients (each case keeps its seed, so anatomy and tumour are
+    unchanged) rendered with :data:`tutorial_lib.synthetic.APPEARANCES`
+    ``[appearance]``, written as NIfTI under ``synthetic_raw_dir(n)-<appearance>``
+    and prepared at the course cache's down-sampling into
+    ``<course cache>-<appearance>``. Cases already there are kept, so asking
+    for the test cases and later for the training cases fills one folder.
+
+    Parameters
+    ----------
+    course_cache : path
+        The course's synthetic cache (:func:`ensure_course_data`).
+    appearance : str
+        ``"varied"`` or ``"second_site"`` (``"course"`` is the course cache itself).
+    case_ids : sequence of str
+        Cases of the course cache to render, e.g. ``load_split(course_cache)["test"]``.
+    workers : int, optional
+        Processes for generation and preparation (default: up to 4 CPUs).
+
+    Returns
+    -------
+    Path
+        A cache whose manifest holds at least ``case_ids``.
+
+    Raises
+    ------
+    ValueError
+        If ``course_cache`` is not a synthetic cache or ``case_ids`` are not its cases.
+    RuntimeError
+        If a case could not be prepared.
+
+    Examples
+    --------
+    >>> site = ensure_appearance_data(cache, "second_site", load_split(cache)["test"])  # doctest: +SKIP
+    """
+    from tutorial_lib import ingest, synthetic
+
+    course_cache = Path(course_cache)
+    manifest = load_manifest(course_cache)
+    names = sorted(manifest["cases"])
+    if names != synthetic.case_ids(len(names)):
+        raise ValueError(f"{display_path(course_cache)} is not a course synthetic cache (cases {names[:2]}...)")
+    unknown = sorted(set(case_ids) - set(names))
+    if unknown:
+        raise ValueError(f"not cases of {display_path(course_cache)}: {unknown[:5]}")
+    cache = course_cache.with_name(f"{course_cache.name}-{appearance}")
+    if _cache_ready(cache, 0, manifest["downsample"]) and set(case_ids) <= set(load_manifest(cache)["cases"]):
+        return cache
+    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    with directory_lock(data_root() / f".{appearance}-data.lock"):
+        raw = synthetic_raw_dir(len(names)).with_name(f"n{len(names)}-{appearance}")
+        synthetic.make_dataset(raw, len(names), seed=0, workers=workers, appearance=appearance,
+                               only=list(case_ids))
+        report = ingest.prepare_dataset(raw, cache, downsample=manifest["downsample"], workers=workers, seed=0)
+        if not report.ok:
+            raise RuntimeError(f"preparing the {appearance} cases failed:\n{report.summary()}")
     return cache

@@ -16,6 +16,15 @@ labels. Each case is drawn from a seed:
 * **acquisition** - per-case gain, a smooth multiplicative bias field and
   Rician noise.
 
+How a scanner renders that anatomy is an :class:`Appearance`, and
+:data:`APPEARANCES` names three. ``"course"``, the default, is the data every
+chapter trains and tests on: one fixed contrast look-up per modality. ``"varied"``
+draws each case's look-ups around the course's (more than one scanner in the
+training set). ``"second_site"`` is a held-out site that no training set uses:
+other look-ups, Gaussian rather than Rician noise, a stronger and busier bias
+field, and 3 mm slices resampled to 1 mm. It is a proxy for a scan from
+elsewhere, not a model of any real scanner.
+
 The mix is tuned so that the best global FLAIR threshold reaches a
 whole-tumour Dice of only about 0.5-0.65 (see ``tutorial_lib.baseline``),
 while local context (a dark core enclosed by bright edema, the fixed place
@@ -32,8 +41,10 @@ import functools
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -43,6 +54,8 @@ from tutorial_lib._files import atomic_dir
 from tutorial_lib.config import BRATS
 
 __all__ = [
+    "Appearance",
+    "APPEARANCES",
     "SyntheticCase",
     "case_seed",
     "case_ids",
@@ -76,6 +89,130 @@ _LABEL = {
     "enhancing": 4,
 }
 _MIN_CM3, _MAX_CM3 = 5.0, 200.0
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How one (made-up) scanner renders the anatomy: contrast, noise, bias field, slice thickness.
+
+    Attributes
+    ----------
+    look_scale : mapping of (modality, part) to float
+        Fixed factors on the course's relative intensities, where ``part`` is
+        ``"csf"``, ``"grey"``, ``"white"`` or a tumour part (``"edema"``,
+        ``"enhancing"``, ``"necrosis"``, ``"solid"``); missing pairs keep 1.
+    contrast_jitter : float
+        Each look-up value of a case is then multiplied by its own factor
+        drawn from ``exp(uniform(-contrast_jitter, contrast_jitter))``; 0 keeps
+        one look for every case. Draws that break the rules of
+        :func:`look_is_plausible` are drawn again.
+    gain_range : tuple of float
+        Scanner units per relative intensity, drawn per modality.
+    noise : {"rician", "gaussian"}
+        Magnitude images carry Rician noise; ``"gaussian"`` adds it to the
+        signal, as on a scanner that reconstructs real-valued images.
+    noise_range : tuple of float
+        Standard deviation of the noise, relative to the signal scale.
+    bias_range : tuple of float
+        Strength of the multiplicative bias field ``exp(strength * field)``.
+    bias_nodes : tuple of int
+        Coarse grid of the bias field: more nodes, a busier field.
+    slice_thickness_mm : int
+        Acquired slice thickness along z; above 1 the signal is averaged over
+        slabs that thick, noise is added on the slab grid, and the image is
+        interpolated back to 1 mm (what a thick-slice clinical scan resampled to
+        the BraTS grid looks like). The labels stay at 1 mm.
+    """
+
+    look_scale: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    contrast_jitter: float = 0.0
+    gain_range: tuple[float, float] = (300.0, 1200.0)
+    noise: str = "rician"
+    noise_range: tuple[float, float] = (0.03, 0.07)
+    bias_range: tuple[float, float] = (0.15, 0.25)
+    bias_nodes: tuple[int, int, int] = (3, 3, 3)
+    slice_thickness_mm: int = 1
+
+    def __post_init__(self) -> None:
+        if self.noise not in ("rician", "gaussian"):
+            raise ValueError(f"noise must be 'rician' or 'gaussian', got {self.noise!r}")
+        if not 0.0 <= self.contrast_jitter <= 0.5:
+            raise ValueError(f"contrast_jitter must lie in [0, 0.5], got {self.contrast_jitter}")
+        if not isinstance(self.slice_thickness_mm, int) or self.slice_thickness_mm < 1:
+            raise ValueError(f"slice_thickness_mm must be a positive integer, got {self.slice_thickness_mm!r}")
+        parts = {"csf", "grey", "white", *_LABEL}
+        unknown = [key for key in self.look_scale if key[0] not in BRATS.modalities or key[1] not in parts]
+        if unknown:
+            raise ValueError(f"look_scale keys must be (modality, part) with part in {sorted(parts)}, got {unknown}")
+        for name in ("gain_range", "noise_range", "bias_range"):
+            low, high = getattr(self, name)
+            if not 0.0 <= low <= high:
+                raise ValueError(f"{name} must be (low, high) with 0 <= low <= high, got {(low, high)}")
+
+
+APPEARANCES: Mapping[str, Appearance] = MappingProxyType({
+    "course": Appearance(),
+    # Several scanners in one training set: each case's contrasts drawn around the course's.
+    "varied": Appearance(contrast_jitter=0.15, noise_range=(0.02, 0.09), bias_range=(0.1, 0.35)),
+    # A site no training set uses: flatter grey/white contrast on T1, a darker FLAIR lesion,
+    # weaker enhancement, darker CSF on T2; Gaussian noise; a busier field; 3 mm slices.
+    "second_site": Appearance(
+        look_scale={("t1", "white"): 0.88, ("t1", "grey"): 1.05, ("flair", "edema"): 0.9,
+                    ("flair", "grey"): 1.06, ("t1ce", "enhancing"): 0.85, ("t2", "csf"): 0.85,
+                    ("t2", "edema"): 0.95},
+        contrast_jitter=0.05, gain_range=(1500.0, 3000.0), noise="gaussian", noise_range=(0.04, 0.07),
+        bias_range=(0.3, 0.4), bias_nodes=(4, 4, 4), slice_thickness_mm=3),
+})
+
+
+def _case_looks(appearance: Appearance, rng: np.random.Generator | None, edema: float) -> tuple[dict, dict]:
+    """Tissue and tumour look-ups of one case under ``appearance``, its FLAIR edema at ``edema``.
+
+    With no ``rng`` (an appearance without jitter) every factor is exactly 1
+    or the fixed ``look_scale``, so the course's cases stay as they were.
+    """
+    tissue_names = ("background", "csf", "grey", "white")
+    base_tumour = {**_TUMOUR_LOOK, "flair": {**_TUMOUR_LOOK["flair"], "edema": edema}}
+    for _ in range(100):
+        def factor(modality: str, part: str) -> float:
+            jitter = rng.uniform(-1.0, 1.0) * appearance.contrast_jitter if rng is not None else 0.0
+            return appearance.look_scale.get((modality, part), 1.0) * float(np.exp(jitter))
+
+        tissue = {m: tuple(v * (factor(m, t) if t != "background" else 1.0) for v, t in zip(values, tissue_names))
+                  for m, values in _TISSUE_LOOK.items()}
+        tumour = {m: {part: v * factor(m, part) for part, v in parts.items()} for m, parts in base_tumour.items()}
+        if look_is_plausible(tissue, tumour):
+            return tissue, tumour
+    raise ValueError(f"appearance {appearance} keeps drawing implausible contrasts; lower contrast_jitter")
+
+
+def look_is_plausible(tissue: Mapping[str, Sequence[float]], tumour: Mapping[str, Mapping[str, float]]) -> bool:
+    """The contrast rules every appearance keeps, whatever it draws.
+
+    ``tissue[modality]`` is (background, CSF, grey, white) and
+    ``tumour[modality]`` maps the tumour parts to their relative intensity.
+    The rules: on FLAIR the edema and the solid core are brighter than grey
+    and white matter (the lesion is hyper-intense) and CSF is dark; on T1ce
+    the enhancing rim is the brightest thing in the brain; on T2 CSF is
+    brighter than both tissues and edema brighter than white matter; on T1
+    white matter is brighter than grey matter, grey brighter than CSF, and the
+    necrotic core darker than grey matter.
+
+    Examples
+    --------
+    >>> look_is_plausible(_TISSUE_LOOK, _TUMOUR_LOOK)
+    True
+    >>> look_is_plausible({**_TISSUE_LOOK, "t2": (0.0, 0.3, 0.62, 0.45)}, _TUMOUR_LOOK)  # dark CSF on T2
+    False
+    """
+    flair, t1, t1ce, t2 = (tissue[m] for m in ("flair", "t1", "t1ce", "t2"))
+    rules = [
+        min(tumour["flair"]["edema"], tumour["flair"]["solid"]) > max(flair[2], flair[3]) > flair[1],
+        tumour["t1ce"]["enhancing"] > max(*t1ce, *(v for k, v in tumour["t1ce"].items() if k != "enhancing")),
+        t2[1] > max(t2[2], t2[3]) and tumour["t2"]["edema"] > t2[3],
+        t1[3] > t1[2] > t1[1] and tumour["t1"]["necrosis"] < t1[2],
+    ]
+    return all(rules)
 
 
 @dataclass(frozen=True)
@@ -362,9 +499,10 @@ def _white_matter_spots(rng, tissue, labels) -> np.ndarray:
 # --------------------------------------------------------------------------- intensities
 
 
-def _modality(rng, name, tissue, labels, edema_weight, caps, ventricles, spots, style):
-    """Noise-free relative intensity of one modality inside the box."""
-    image = np.interp(tissue, _TISSUE_AXIS, _TISSUE_LOOK[name]).astype(np.float32)
+def _modality(name, tissue, labels, edema_weight, caps, ventricles, spots, style, looks):
+    """Noise-free relative intensity of one modality inside the box, with the case's ``looks``."""
+    tissue_look, tumour_look = looks
+    image = np.interp(tissue, _TISSUE_AXIS, tissue_look[name]).astype(np.float32)
     if name in ("flair", "t2"):
         image += (style["caps"] if name == "flair" else 0.1) * caps
         image += style["spots"] * spots
@@ -372,9 +510,7 @@ def _modality(rng, name, tissue, labels, edema_weight, caps, ventricles, spots, 
         sulcal = (tissue > -0.6) & (tissue < 0.6) & ~(ventricles > 0.5)
         vessels = sulcal & (style["vessels"] > 1.3)
         image += 0.6 * vessels + 0.5 * ventricles * (style["vessels"] > 0.8)
-    look = dict(_TUMOUR_LOOK[name])
-    if name == "flair":
-        look["edema"] = style["edema"]
+    look = dict(tumour_look[name])
     # Work inside the tumour's bounding box only: blurring the whole volume is slow.
     box = ndimage.find_objects((labels > 0).astype(np.int8))[0]
     box = tuple(slice(max(0, s.start - 4), s.stop + 4) for s in box)
@@ -392,19 +528,48 @@ def _modality(rng, name, tissue, labels, edema_weight, caps, ventricles, spots, 
     return image
 
 
-def _acquire(rng, image, brain, texture, box_shape) -> np.ndarray:
-    """Gain, bias field, Rician noise and int16 rounding; zero outside the brain."""
-    bias = np.exp(rng.uniform(0.15, 0.25) * _smooth_field(rng, box_shape, (3, 3, 3)))
+def _acquire(rng, image, brain, texture, box_shape, appearance: Appearance) -> np.ndarray:
+    """Gain, bias field, noise, slice thickness and int16 rounding; zero outside the brain."""
+    bias = np.exp(rng.uniform(*appearance.bias_range) * _smooth_field(rng, box_shape, appearance.bias_nodes))
     signal = image * bias * (1.0 + 0.04 * texture)
-    sigma = rng.uniform(0.03, 0.07)
-    noise = rng.standard_normal((2, int(brain.sum())), dtype=np.float32) * sigma
-    values = np.hypot(signal[brain] + noise[0], noise[1]) * rng.uniform(300.0, 1200.0)
+    sigma = rng.uniform(*appearance.noise_range)
+    thickness = appearance.slice_thickness_mm
+    if thickness > 1:  # a thick-slice scan, interpolated back to the 1 mm grid
+        signal = _thick_slices(signal, thickness)
+        noise = rng.standard_normal((2, *signal.shape), dtype=np.float32) * sigma
+        values = _noisy(signal, noise, appearance.noise)
+        values = _thin_slices(values, thickness, box_shape[2])[brain]
+    else:
+        noise = rng.standard_normal((2, int(brain.sum())), dtype=np.float32) * sigma
+        values = _noisy(signal[brain], noise, appearance.noise)
+    values = values * rng.uniform(*appearance.gain_range)
     out = np.zeros(box_shape, dtype=np.int16)
     out[brain] = np.clip(np.rint(values), 1, np.iinfo(np.int16).max).astype(np.int16)
     return out
 
 
-def generate_case(case_id: str, *, seed: int) -> SyntheticCase:
+def _noisy(signal: np.ndarray, noise: np.ndarray, model: str) -> np.ndarray:
+    """Magnitude of a complex signal with Gaussian noise in both parts (Rician), or the real part only."""
+    return np.hypot(signal + noise[0], noise[1]) if model == "rician" else np.abs(signal + noise[0])
+
+
+def _thick_slices(signal: np.ndarray, thickness: int) -> np.ndarray:
+    """Mean over slabs of ``thickness`` slices along z (the last slab may be thinner)."""
+    stops = np.arange(0, signal.shape[2], thickness)
+    return np.add.reduceat(signal, stops, axis=2) / np.diff([*stops, signal.shape[2]])
+
+
+def _thin_slices(slabs: np.ndarray, thickness: int, depth: int) -> np.ndarray:
+    """Linear interpolation of slab centres back to ``depth`` 1 mm slices."""
+    centres = np.minimum(np.arange(slabs.shape[2]) * thickness + (thickness - 1) / 2.0, depth - 1)
+    position = np.interp(np.arange(depth), centres, np.arange(slabs.shape[2]))
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, slabs.shape[2] - 1)
+    weight = (position - low).astype(np.float32)
+    return slabs[..., low] * (1.0 - weight) + slabs[..., high] * weight
+
+
+def generate_case(case_id: str, *, seed: int, appearance: str | Appearance = "course") -> SyntheticCase:
     """Generate one BraTS-like case in memory.
 
     Parameters
@@ -414,6 +579,10 @@ def generate_case(case_id: str, *, seed: int) -> SyntheticCase:
     seed : int
         Non-negative seed; equal seeds give identical arrays. Use
         :func:`case_seed` to derive per-case seeds from a dataset seed.
+    appearance : str or Appearance, optional
+        A name in :data:`APPEARANCES` or an :class:`Appearance`. The anatomy
+        and the tumour depend on ``seed`` only, so one seed under two
+        appearances is the same patient on two scanners.
 
     Returns
     -------
@@ -424,16 +593,20 @@ def generate_case(case_id: str, *, seed: int) -> SyntheticCase:
     Raises
     ------
     ValueError
-        If ``seed`` is negative.
+        If ``seed`` is negative or ``appearance`` is not a known name.
 
     Examples
     --------
     >>> case = generate_case("Synth_0000", seed=1)
     >>> case.images["flair"].shape, case.seg.dtype
     ((240, 240, 155), dtype('uint8'))
+    >>> elsewhere = generate_case("Synth_0000", seed=1, appearance="second_site")
+    >>> bool((elsewhere.seg == case.seg).all()), bool((elsewhere.images["t1"] == case.images["t1"]).all())
+    (True, False)
     """
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
+    appearance = _appearance(appearance)
     rng = np.random.default_rng(seed)
     affine = _case_affine(rng)
     start, shape = _brain_box()
@@ -449,16 +622,27 @@ def generate_case(case_id: str, *, seed: int) -> SyntheticCase:
         "vessels": _smooth_field(rng, tuple(shape), (12, 12, 10)),
     }
     texture = _smooth_field(rng, tuple(shape), (24, 24, 20))
+    # The case's contrasts come from a stream of their own, so the anatomy never depends on them.
+    look_rng = np.random.default_rng([seed, 1]) if appearance.contrast_jitter else None
+    looks = _case_looks(appearance, look_rng, style["edema"])
     box = tuple(slice(b, b + s) for b, s in zip(start, shape))
     images = {}
     for name in BRATS.modalities:
-        relative = _modality(rng, name, tissue, labels, edema_weight, caps, ventricles, spots, style)
+        relative = _modality(name, tissue, labels, edema_weight, caps, ventricles, spots, style, looks)
         full = np.zeros(BRATS.shape, dtype=np.int16)
-        full[box] = _acquire(rng, relative, brain, texture, tuple(shape))
+        full[box] = _acquire(rng, relative, brain, texture, tuple(shape), appearance)
         images[name] = full
     seg = np.zeros(BRATS.shape, dtype=np.uint8)
     seg[box] = labels
     return SyntheticCase(case_id=case_id, images=images, seg=seg, affine=affine)
+
+
+def _appearance(appearance: str | Appearance) -> Appearance:
+    if isinstance(appearance, Appearance):
+        return appearance
+    if appearance not in APPEARANCES:
+        raise ValueError(f"unknown appearance {appearance!r}; choose one of {sorted(APPEARANCES)}")
+    return APPEARANCES[appearance]
 
 
 # --------------------------------------------------------------------------- writing
@@ -470,7 +654,7 @@ def is_complete_case(case_dir: str | os.PathLike) -> bool:
     return all((case_dir / f"{case_dir.name}_{s}.nii.gz").is_file() for s in _SUFFIXES)
 
 
-def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int) -> Path:
+def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int, appearance: str | Appearance = "course") -> Path:
     """Generate a case and write it as a BraTS-2017 folder, atomically.
 
     The five files are written into a temporary folder next to the target,
@@ -485,6 +669,8 @@ def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int) -> Path:
         Case folder name and file prefix.
     seed : int
         Seed passed to :func:`generate_case`.
+    appearance : str or Appearance, optional
+        Passed to :func:`generate_case`.
 
     Returns
     -------
@@ -503,7 +689,7 @@ def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int) -> Path:
     target = Path(out_dir) / case_id
     if is_complete_case(target):
         return target
-    case = generate_case(case_id, seed=seed)
+    case = generate_case(case_id, seed=seed, appearance=appearance)
     volumes = {**case.images, "seg": case.seg}
     with atomic_dir(target) as staging:
         for suffix in _SUFFIXES:
@@ -515,9 +701,9 @@ def write_case(out_dir: str | os.PathLike, case_id: str, *, seed: int) -> Path:
     return target
 
 
-def _write_indexed(args: tuple[str, str, int]) -> str:
-    out_dir, case_id, seed = args
-    return str(write_case(out_dir, case_id, seed=seed))
+def _write_indexed(args: tuple[str, str, int, str | Appearance]) -> str:
+    out_dir, case_id, seed, appearance = args
+    return str(write_case(out_dir, case_id, seed=seed, appearance=appearance))
 
 
 def make_dataset(
@@ -528,6 +714,8 @@ def make_dataset(
     workers: int = 1,
     prefix: str = "Synth",
     progress: bool = True,
+    appearance: str | Appearance = "course",
+    only: Sequence[str] | None = None,
 ) -> list[Path]:
     """Write ``n_cases`` synthetic cases into ``out_dir`` (skips complete ones).
 
@@ -545,6 +733,12 @@ def make_dataset(
         Case name prefix.
     progress : bool, optional
         Show a tqdm progress bar.
+    appearance : str or Appearance, optional
+        How the scanner renders the cases (:data:`APPEARANCES`).
+    only : sequence of str, optional
+        Write just these of the ``n_cases`` case ids: the same patients as in
+        the full set (each keeps its seed), for example the test cases of
+        the course seen by another scanner.
 
     Returns
     -------
@@ -554,7 +748,8 @@ def make_dataset(
     Raises
     ------
     ValueError
-        If ``n_cases`` or ``seed`` is negative or ``workers`` < 1.
+        If ``n_cases`` or ``seed`` is negative, ``workers`` < 1, or ``only``
+        names a case that is not among the ``n_cases``.
 
     Examples
     --------
@@ -564,7 +759,12 @@ def make_dataset(
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    jobs = [(str(out_dir), cid, case_seed(seed, i)) for i, cid in enumerate(case_ids(n_cases, prefix=prefix))]
+    names = case_ids(n_cases, prefix=prefix)
+    missing = sorted(set(only or ()) - set(names))
+    if missing:
+        raise ValueError(f"only names cases outside the {n_cases} of this set: {missing[:5]}")
+    jobs = [(str(out_dir), cid, case_seed(seed, i), appearance) for i, cid in enumerate(names)
+            if only is None or cid in only]
     bar = dict(total=len(jobs), desc="synthetic cases", unit="case", disable=not progress)
     if workers == 1 or len(jobs) <= 1:
         return [Path(_write_indexed(job)) for job in tqdm(jobs, **bar)]
