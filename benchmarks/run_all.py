@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
     "bench_train_step": ("size", "precision", "steps", "backend"),
     "bench_inference": ("size", "precision", "steps", "backend"),
     "bench_pipeline": ("precision", "steps", "backend"),  # its size is the cache grid
+    "bench_augment": ("steps", "backend"),  # the ci patch network's sizes
     "bench_prepare": ("steps",),
     "bench_short_training": ("backend",),
     "bench_grid_training": ("backend", "steps"),
@@ -59,6 +60,8 @@ def _forwarded(args: Any, options: tuple[str, ...]) -> list[str]:
 
 def _extra(name: str, args: Any, raw_dir: Path, collected: list[dict[str, Any]]) -> list[str]:
     """Share work between benchmarks: one set of generated cases, and in smoke mode one step time."""
+    if name == "bench_augment":
+        return ["--raw", str(raw_dir)]
     if name in ("bench_prepare", "bench_pipeline"):
         extra = ["--raw", str(raw_dir)]
         step = [row for row in collected if row["benchmark"] == "bench_train_step"
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), default=None,
                         help="run only these benchmarks")
     parser.add_argument("--cases", type=int, default=None,
-                        help="synthetic cases shared by bench_prepare/bench_pipeline (default 4; 1 in --smoke)")
+                        help="synthetic cases shared by bench_prepare/bench_pipeline/bench_augment "
+                             "(default 4; 1 in --smoke)")
     args = parser.parse_args(argv)
     common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.only or list(BENCHMARKS)
     with tempfile.TemporaryDirectory(prefix="bench_cases_") as tmp:
         raw_dir = Path(tmp) / "raw"
-        if {"bench_prepare", "bench_pipeline"} & set(names):
+        if {"bench_prepare", "bench_pipeline", "bench_augment"} & set(names):
             n_cases = args.cases or (1 if args.smoke else 4)
             print(f"writing {n_cases} case(s): {common.make_cases(raw_dir, n_cases)}", flush=True)
         for name in names:

@@ -25,6 +25,7 @@ EXPECTED_TABLES = (
     "Ours / PyTorch reference",
     "Whole-volume inference",
     "Input pipeline vs training step",
+    "Augmentation cost per batch",
     "Preparation and cache reads vs NIfTI decompression",
     "A short training's fixed cost",
     "A grid's next training",
@@ -90,8 +91,8 @@ def test_json_rows_have_positive_rates(smoke_run: tuple[str, dict]) -> None:
     _, payload = smoke_run
     rows = payload["rows"]
     assert {row["benchmark"] for row in rows} == {
-        "bench_train_step", "bench_inference", "bench_pipeline", "bench_prepare", "bench_short_training",
-        "bench_grid_training"}
+        "bench_train_step", "bench_inference", "bench_pipeline", "bench_augment", "bench_prepare",
+        "bench_short_training", "bench_grid_training"}
     for row in rows:
         for key in ("ms/step", "volumes/s", "TFLOP/s", "s/volume", "cases/s", "ours/PyTorch"):
             if key in row:

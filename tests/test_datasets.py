@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from tutorial_lib.data import NonFiniteDataError, load_case, load_manifest
+from tutorial_lib.augment import Augmentation
+from tutorial_lib.config import BRATS
+from tutorial_lib.data import NonFiniteDataError, labels_to_target, load_case, load_manifest, open_array
 from tutorial_lib.datasets import PatchDataset, SliceDataset, VolumeDataset
 
 GRID = (48, 48, 40)  # tiny_cache: crop grid 192 x 192 x 160 down-sampled by 4
@@ -75,6 +77,48 @@ def test_patch_dataset(tiny_cache):
         PatchDataset(tiny_cache, "train", patch_shape=(64, 16, 16))
 
 
+def _patches_before_augmentation(reader: PatchDataset, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``index`` as PatchDataset drew it before augmentation existed (its corner and window, verbatim)."""
+    images, labels = [], []
+    for slot, case_id in enumerate(reader._batch_items(index)):
+        rng = np.random.default_rng([reader.seed, reader.epoch, index, slot])
+        label = np.asarray(open_array(reader.cache_dir, case_id, "label"))
+        candidates = np.empty(0)
+        if reader.enhancing_fraction and rng.random() < reader.enhancing_fraction:
+            candidates = np.flatnonzero(np.isin(label, BRATS.regions["ET"]))
+        if candidates.size == 0:
+            candidates = np.flatnonzero(label) if rng.random() < reader.tumour_fraction else np.empty(0)
+        if candidates.size == 0:
+            candidates = np.flatnonzero(open_array(reader.cache_dir, case_id, "brain"))
+        grid, patch = np.array(label.shape), np.array(reader.patch_shape)
+        centre = np.array(np.unravel_index(rng.choice(candidates), label.shape))
+        start = np.clip(centre - patch // 2, 0, grid - patch)
+        window = tuple(slice(s, s + p) for s, p in zip(start, reader.patch_shape))
+        images.append(open_array(reader.cache_dir, case_id, "image")[window])
+        labels.append(label[window])
+    x = np.stack([np.asarray(image[..., reader.channels], np.float32) for image in images])
+    return x, labels_to_target(np.stack(labels), reader.target)
+
+
+@pytest.mark.parametrize("options", [
+    dict(patch_shape=(16, 16, 8), batch_size=3, seed=5),
+    dict(patch_shape=(24, 24, 24), patches_per_case=2, batch_size=2, modalities="all", shuffle=True,
+         tumour_fraction=0.9),
+    dict(patch_shape=(4, 4, 4), patches_per_case=4, batch_size=12, seed=3, target="regions",
+         modalities=("t1ce", "flair"), enhancing_fraction=0.5),
+])
+def test_patch_dataset_without_augmentation_reads_as_before(tiny_cache, options):
+    for reader in (PatchDataset(tiny_cache, "train", **options),
+                   PatchDataset(tiny_cache, "train", augmentation=None, **options)):
+        for epoch in (0, 3):
+            reader.set_epoch(epoch)
+            for index in range(len(reader)):
+                x, y = reader[index]
+                expected_x, expected_y = _patches_before_augmentation(reader, index)
+                assert x.dtype == expected_x.dtype and y.dtype == expected_y.dtype
+                assert x.tobytes() == expected_x.tobytes() and y.tobytes() == expected_y.tobytes()
+
+
 def test_patch_dataset_centres_a_share_on_enhancing_tumour(tiny_cache):
     kwargs = dict(patch_shape=(4, 4, 4), patches_per_case=4, batch_size=12, seed=3, target="regions")
     plain = PatchDataset(tiny_cache, "train", tumour_fraction=0.5, **kwargs)[0]
@@ -128,6 +172,14 @@ def test_readers_refuse_non_finite_images_naming_the_file(nan_cache, reader, opt
     assert np.isfinite(clean[0][0]).all()  # other channels of the same case are fine
     with pytest.raises(NonFiniteDataError, match=r"Tiny_1/image.npy: [12] non-finite"):  # slices hold one
         reader(nan_cache, ["Tiny_1"], modalities="all", **options)[0]
+
+
+def test_augmented_patches_are_screened_too(nan_cache):
+    rotate_and_darken = Augmentation.only(rotation_probability=1.0, gamma_probability=1.0)
+    reader = PatchDataset(nan_cache, ["Tiny_0", "Tiny_1"], patch_shape=(48, 48, 40), batch_size=2,
+                          augmentation=rotate_and_darken)
+    with pytest.raises(NonFiniteDataError, match=r"Tiny_1/image.npy: \d+ non-finite"):
+        reader[0]  # interpolation and gamma spread the NaN; the case is still named
 
 
 def test_load_case_refuses_non_finite_images(nan_cache):

@@ -2,9 +2,10 @@
 
 One module per concept: ``config`` (BraTS conventions, run profiles), ``chapters`` (opening a
 chapter), ``synthetic``
-(BraTS-like cases), ``baseline`` (the FLAIR-threshold baseline), ``sources``
+(BraTS-like cases, drawn by one of several scanner appearances), ``baseline`` (the FLAIR-threshold baseline), ``sources``
 (BraTS download layouts, safe extraction, validation), ``ingest`` (build the cache), ``data``
-(NumPy readers over the cache), ``datasets`` (Keras readers), ``models``, ``losses``,
+(NumPy readers over the cache), ``datasets`` (Keras readers), ``augment`` (training-time
+augmentation), ``models``, ``losses``,
 ``metrics``, ``postprocess``, ``training``, ``costs`` (FLOPs and memory of a step),
 ``experiments`` (the run cache), ``recipes``
 (trainings several chapters share), ``inference`` and ``viz``.

@@ -17,8 +17,13 @@ default). ``K`` is 1 for ``target="wt"`` (whole tumour) and 3 for
 ``target="regions"`` (WT, TC, ET). Shuffling and random patches depend only on
 ``seed``, the epoch and the batch index, so runs repeat exactly whatever the
 number of workers, and a resumed run continues the same sequence
-(``set_epoch``). Every batch is checked for NaN and inf (one vectorised pass);
-a bad case raises :class:`tutorial_lib.data.NonFiniteDataError` naming its file.
+(``set_epoch``). :class:`PatchDataset` can also augment its patches
+(``augmentation=``, a :class:`tutorial_lib.augment.Augmentation`): random
+rotation, scaling, flips and intensity changes, drawn from their own random
+stream so that the patch positions stay those of the unaugmented reader and a
+batch is still a function of ``seed``, the epoch and its index. Every batch
+is checked for NaN and inf (one vectorised pass); a bad case raises
+:class:`tutorial_lib.data.NonFiniteDataError` naming its file.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from tutorial_lib.augment import Augmentation, intensity, spatial_patch
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import (
     TARGETS,
@@ -115,8 +121,10 @@ class _CacheDataset(keras.utils.PyDataset):
     def _image(self, case_id: str) -> np.ndarray:
         return open_array(self.cache_dir, case_id, "image")
 
-    def _pair(self, ids: list[str], images: list[np.ndarray], labels: list[np.ndarray]) -> Any:
-        x = np.stack([np.asarray(image[..., self.channels], np.float32) for image in images])
+    def _pair(self, ids: list[str], images: list[np.ndarray], labels: list[np.ndarray], *,
+              selected: bool = False) -> Any:
+        """Stack a batch (``selected``: the images hold only ``self.channels`` already), screened for NaN and inf."""
+        x = np.stack([np.asarray(image if selected else image[..., self.channels], np.float32) for image in images])
         # One pass screens the whole batch; the case is looked for only when it fails.
         if non_finite_count(x):
             for case_id, image in zip(ids, x):
@@ -247,6 +255,16 @@ class PatchDataset(_CacheDataset):
     a random brain voxel; the window is then shifted to lie inside the volume.
     Patch positions depend only on ``seed``, the epoch and the batch index.
 
+    With an ``augmentation`` each patch is then cut rotated, scaled and
+    mirrored around the same centre, and its intensities changed
+    (:func:`tutorial_lib.augment.spatial_patch`, :func:`tutorial_lib.augment.intensity`).
+    These draws come from a second random stream per patch,
+    ``default_rng([seed, epoch, index, slot, 1])``, so the centres are those
+    drawn without augmentation, and a batch is still a pure function of
+    ``seed``, the epoch and its index (``set_epoch`` resumes it exactly).
+    Without one (``None``, the default) the batches are exactly those of the
+    reader before augmentation existed.
+
     Parameters
     ----------
     cache_dir, case_ids, modalities, target, batch_size, shuffle, seed, **kwargs
@@ -258,6 +276,9 @@ class PatchDataset(_CacheDataset):
     tumour_fraction : float, optional
         Probability that a patch is centred on tumour (cases without tumour
         always use a brain voxel).
+    augmentation : Augmentation, optional
+        Random transforms of each training patch; ``None`` (default) for none.
+        Use it for training readers only: validation should see the data as it is.
     enhancing_fraction : float, optional
         Probability that a patch is centred on enhancing tumour, the smallest
         region, before ``tumour_fraction`` is asked (a case without enhancing
@@ -269,6 +290,7 @@ class PatchDataset(_CacheDataset):
     >>> patches = PatchDataset(cache, "train", patch_shape=(32, 32, 32), batch_size=4)  # doctest: +SKIP
     >>> patches[0][1].shape  # doctest: +SKIP
     (4, 32, 32, 32, 1)
+    >>> augmented = PatchDataset(cache, "train", augmentation=Augmentation(), shuffle=True)  # doctest: +SKIP
     """
 
     def __init__(
@@ -285,8 +307,12 @@ class PatchDataset(_CacheDataset):
         batch_size: int = 2,
         shuffle: bool = False,
         seed: int = 0,
+        augmentation: Augmentation | None = None,
         **kwargs: Any,
     ) -> None:
+        if augmentation is not None and not isinstance(augmentation, Augmentation):
+            raise TypeError(f"augmentation must be an Augmentation or None, got {type(augmentation).__name__} "
+                            "(build one from a dict with Augmentation.from_settings)")
         if not isinstance(patches_per_case, int) or patches_per_case < 1:
             raise ValueError(f"patches_per_case must be a positive integer, got {patches_per_case!r}")
         for name, fraction in (("tumour_fraction", tumour_fraction), ("enhancing_fraction", enhancing_fraction)):
@@ -296,7 +322,7 @@ class PatchDataset(_CacheDataset):
             raise ValueError("PatchDataset needs a target ('wt' or 'regions')")
         self.patch_shape = tuple(int(n) for n in patch_shape)
         self.patches_per_case, self.tumour_fraction = patches_per_case, tumour_fraction
-        self.enhancing_fraction = enhancing_fraction
+        self.enhancing_fraction, self.augmentation = enhancing_fraction, augmentation
         super().__init__(cache_dir, case_ids, modalities=modalities, target=target,
                          batch_size=batch_size, shuffle=shuffle, seed=seed, **kwargs)
         if len(self.patch_shape) != 3 or any(p < 1 or p > g for p, g in zip(self.patch_shape, self.grid)):
@@ -307,7 +333,7 @@ class PatchDataset(_CacheDataset):
     def _items(self) -> list[str]:
         return [case_id for case_id in self.case_ids for _ in range(self.patches_per_case)]
 
-    def _corner(self, rng: np.random.Generator, case_id: str, label: np.ndarray) -> np.ndarray:
+    def _centre(self, rng: np.random.Generator, case_id: str, label: np.ndarray) -> np.ndarray:
         candidates = np.empty(0)
         if self.enhancing_fraction and rng.random() < self.enhancing_fraction:
             candidates = np.flatnonzero(np.isin(label, BRATS.regions["ET"]))
@@ -315,17 +341,24 @@ class PatchDataset(_CacheDataset):
             candidates = np.flatnonzero(label) if rng.random() < self.tumour_fraction else np.empty(0)
         if candidates.size == 0:
             candidates = np.flatnonzero(open_array(self.cache_dir, case_id, "brain"))
-        grid, patch = np.array(label.shape), np.array(self.patch_shape)
-        centre = np.array(np.unravel_index(rng.choice(candidates), label.shape))
-        return np.clip(centre - patch // 2, 0, grid - patch)
+        return np.array(np.unravel_index(rng.choice(candidates), label.shape))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         images, labels, ids = [], [], self._batch_items(index)
+        grid, patch = np.array(self.grid), np.array(self.patch_shape)
         for slot, case_id in enumerate(ids):
             rng = np.random.default_rng([self.seed, self.epoch, index, slot])
             label = open_array(self.cache_dir, case_id, "label")
-            start = self._corner(rng, case_id, np.asarray(label))
-            window = tuple(slice(s, s + p) for s, p in zip(start, self.patch_shape))
-            images.append(self._image(case_id)[window])
-            labels.append(label[window])
-        return self._pair(ids, images, labels)
+            centre = self._centre(rng, case_id, np.asarray(label))
+            if self.augmentation is None:
+                start = np.clip(centre - patch // 2, 0, grid - patch)
+                window = tuple(slice(s, s + p) for s, p in zip(start, self.patch_shape))
+                images.append(self._image(case_id)[window][..., self.channels])
+                labels.append(label[window])
+                continue
+            augment_rng = np.random.default_rng([self.seed, self.epoch, index, slot, 1])
+            image, label = spatial_patch(augment_rng, self._image(case_id), label, centre, self.patch_shape,
+                                         self.augmentation, channels=self.channels)
+            images.append(intensity(augment_rng, image, self.augmentation))
+            labels.append(label)
+        return self._pair(ids, images, labels, selected=True)

@@ -1,0 +1,140 @@
+"""Training-time augmentation's cost per batch, next to the training step it feeds.
+
+Reads the patches of chapter 06's ``ci`` patch network (``patch_unet``:
+24^3 patches of all four modalities, whole-tumour target, 2 patches per
+case, batch 2, 90% centred on tumour) with ``tutorial_lib.datasets.PatchDataset``,
+without augmentation and with the default ``tutorial_lib.augment.Augmentation``,
+side by side in one run: one untimed pass over every case, then alternating
+timed passes (``--steps``, 5 by default), each the mean time of
+``dataset[i]`` over an epoch's batches for one reader thread, as Keras
+consumes a ``PyDataset`` with ``workers=1``. Reported is the median over the
+passes: the augmentation draws differ from batch to batch (a rotation or
+scaling is drawn for about one patch in three), so a whole epoch's mean is
+what training pays.
+
+Beside it, one ``train_on_batch`` of that network
+(``recipes.build_unet3d(recipes.patch_unet_config("ci", cache))``, Adam and
+the ``dice_probability`` loss) on the same batches: the added reading time
+as a share of the step says whether augmentation slows training down when
+the reader runs in the training thread.
+
+The cache is read from ``--cache``, or built in a temporary folder from
+freshly generated cases (``--cases``, ``--downsample`` 4 as the ``ci``
+profile) or given ones (``--raw``).
+
+Examples
+--------
+::
+
+    python benchmarks/bench_augment.py --cache data/cache/synthetic-n32-k4
+    python benchmarks/bench_augment.py --smoke
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+__all__ = ["measure_reads", "measure_step", "main"]
+
+
+def _readers(cache_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
+    from tutorial_lib.augment import Augmentation
+    from tutorial_lib.data import load_manifest
+    from tutorial_lib.datasets import PatchDataset
+
+    case_ids = sorted(load_manifest(cache_dir)["cases"])
+    options = dict(patch_shape=config["patch_shape"], patches_per_case=config["patches_per_case"],
+                   tumour_fraction=config["tumour_fraction"], modalities=config["modalities"],
+                   target=config["target"], batch_size=config["batch_size"], shuffle=True, seed=0)
+    return {"without": PatchDataset(cache_dir, case_ids, **options),
+            "with": PatchDataset(cache_dir, case_ids, augmentation=Augmentation(), **options)}
+
+
+def measure_reads(readers: dict[str, Any], *, passes: int) -> dict[str, float]:
+    """Median over ``passes`` (after one untimed pass) of each reader's mean ms per ``dataset[i]``."""
+    times: dict[str, list[float]] = {name: [] for name in readers}
+    for index in range(passes + 1):
+        for name, reader in readers.items():  # alternating, so a busy spell hits both
+            start = time.perf_counter()
+            for batch in range(len(reader)):
+                reader[batch]
+            if index:
+                times[name].append(1000 * (time.perf_counter() - start) / len(reader))
+            reader.on_epoch_end()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def measure_step(config: dict[str, Any], batches: list[tuple[Any, Any]], *, steps: int, warmup: int) -> float:
+    """Median ms of one ``train_on_batch`` of the configuration's network, cycling through ``batches``."""
+    import keras
+
+    from tutorial_lib import losses, recipes
+
+    keras.utils.set_random_seed(0)
+    model = recipes.build_unet3d(config)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss=losses.dice_probability_loss)
+    calls = iter(range(steps + warmup))
+
+    def step() -> None:
+        x, y = batches[next(calls) % len(batches)]
+        float(model.train_on_batch(x, y))  # a Python float: waits until the step is done
+
+    return 1000 * statistics.median(common.time_steps(step, steps=steps, warmup=warmup))
+
+
+def _build_cache(tmp: Path, args: Any) -> tuple[Path, str]:
+    from tutorial_lib import ingest
+
+    raw, cache = args.raw or tmp / "raw", tmp / "cache"
+    made = "given cases"
+    if args.raw is None:
+        made = common.make_cases(raw, args.cases or (1 if args.smoke else 4), workers=args.workers)
+    report = ingest.prepare_dataset(raw, cache, downsample=args.downsample, workers=args.workers, progress=False)
+    if not report.ok:
+        raise RuntimeError(f"preparation failed:\n{report.summary()}")
+    return cache, made
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Time batch reads with and without augmentation and the train step; print the table."""
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=None, help="read this prepared cache")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="prepare this folder of BraTS-style cases instead of generating")
+    parser.add_argument("--cases", type=int, default=None, help="cases to generate (default 4; 1 in --smoke)")
+    parser.add_argument("--downsample", type=int, default=4, help="cache factor K when preparing (default 4)")
+    parser.add_argument("--workers", type=int, default=1, help="processes for generation")
+    args = parser.parse_args(argv)
+    common.apply_smoke_settings(args.smoke)
+    common.apply_backend(args.backend)
+    from tutorial_lib import recipes
+
+    with tempfile.TemporaryDirectory(prefix="bench_augment_") as tmp:
+        cache, made = (args.cache, "existing cache") if args.cache else _build_cache(Path(tmp), args)
+        config = recipes.patch_unet_config("ci", cache)
+        readers = _readers(cache, config)
+        read_ms = measure_reads(readers, passes=args.steps or (1 if args.smoke else 5))
+        batches = [readers["with"][index] for index in range(len(readers["with"]))]
+        step_ms = measure_step(config, batches, steps=2 if args.smoke else 20, warmup=2 if args.smoke else 5)
+    added = read_ms["with"] - read_ms["without"]
+    rows = [{"patch": tuple(config["patch_shape"]), "batch": config["batch_size"],
+             "channels": batches[0][0].shape[-1], "read without (ms)": read_ms["without"],
+             "read with (ms)": read_ms["with"], "added (ms)": added, "train step (ms)": step_ms,
+             "added / step (%)": 100 * added / step_ms}]
+    common.print_table(f"Augmentation cost per batch ({made}, keras/{common.active_backend()}, "
+                       f"{len(readers['with'])} batches per pass)", rows)
+    if args.json:
+        common.write_json(args.json, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
