@@ -48,6 +48,7 @@ MIN_FIGURES = {
     "05_ablations": 1,  # concatenation vs none (Fig. 8)
     "06_postprocessing": 2,  # prediction vs truth (Fig. 9), smoothing sizes (Fig. 10)
     "07_beyond_the_paper": 1,  # per-region results
+    "08_another_site": 3,  # two sites side by side, augmented patches, Dice at both sites
 }
 
 GLUE_PREFIX = "application/papermill.record/"
@@ -214,7 +215,7 @@ def test_running_page_profile_table_matches_config():
                 f"running.md says {group}.{key}={cell!r} for {profile}, config has {value}")
 
 
-def test_toc_lists_all_seven_chapters():
+def test_toc_lists_every_chapter():
     assert CHAPTERS == list(MIN_FIGURES), "the _toc.yml chapter list and MIN_FIGURES disagree"
 
 
@@ -270,31 +271,37 @@ CLAIMS = {
     "transpose": "05_ablations", "filters": "05_ablations", "dropout": "05_ablations",
     "kernel": "05_ablations", "smoothing": "06_postprocessing",
 }
+# The course's own claims (the claims page's second table); they have no study's number.
+COURSE_CLAIMS = {"site_augmentation": "08_another_site", "site_varied_generator": "08_another_site"}
 
 
-@pytest.mark.parametrize("claim", CLAIMS)
+@pytest.mark.parametrize("claim", [*CLAIMS, *COURSE_CLAIMS])
 def test_chapter_glues_a_computed_verdict_for_its_claim(course_build, claim):
     from tutorial_lib.verdicts import VERDICTS
 
-    glued = glued_values(_executed(CLAIMS[claim]))
-    names = [f"claim_{claim}_{part}" for part in ("study", "ours", "verdict")]
+    chapter = CLAIMS.get(claim) or COURSE_CLAIMS[claim]
+    glued = glued_values(_executed(chapter))
+    parts = ("study", "ours", "verdict") if claim in CLAIMS else ("ours", "verdict")
+    names = [f"claim_{claim}_{part}" for part in parts]
     missing = [name for name in names if name not in glued]
-    assert not missing, f"{CLAIMS[claim]} does not glue {missing}"
-    assert glued[names[2]].strip("'\"") in VERDICTS, f"{names[2]} is {glued[names[2]]!r}"
+    assert not missing, f"{chapter} does not glue {missing}"
+    assert glued[names[-1]].strip("'\"") in VERDICTS, f"{names[-1]} is {glued[names[-1]]!r}"
 
 
-def test_claims_page_shows_eight_computed_verdicts(course_build):
+def test_claims_page_shows_the_studys_and_the_courses_computed_verdicts(course_build):
     from bs4 import BeautifulSoup
 
     from tutorial_lib.verdicts import VERDICTS
 
     html = (BOOK / "_build" / "html" / "book" / "claims.html").read_text(encoding="utf-8")
-    rows = BeautifulSoup(html, "html.parser").select("table tbody tr")
-    cells = [[cell.get_text(" ", strip=True) for cell in row.find_all("td")] for row in rows]
-    assert len(cells) == len(CLAIMS), f"claims table has {len(cells)} rows"
-    for row in cells:
-        assert row[3] in VERDICTS, f"verdict cell of {row[0]!r} reads {row[3]!r}"
-        assert row[2] and "interval" in row[2], f"effect cell of {row[0]!r} reads {row[2]!r}"
+    tables = BeautifulSoup(html, "html.parser").select("table")
+    assert len(tables) == 2, f"the claims page has {len(tables)} tables, not the study's and the course's"
+    for table, claims, verdict_column in ((tables[0], CLAIMS, 3), (tables[1], COURSE_CLAIMS, 2)):
+        rows = [[cell.get_text(" ", strip=True) for cell in row.find_all("td")] for row in table.select("tbody tr")]
+        assert len(rows) == len(claims), f"a claims table has {len(rows)} rows, expected {len(claims)}"
+        for row in rows:
+            assert row[verdict_column] in VERDICTS, f"verdict cell of {row[0]!r} reads {row[verdict_column]!r}"
+            assert "interval" in row[verdict_column - 1], f"effect cell of {row[0]!r} reads {row[verdict_column - 1]!r}"
 
 
 def test_book_index_exists(course_build):

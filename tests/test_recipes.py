@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -65,6 +66,24 @@ def test_chapter07_switches_start_at_the_prior_and_score_each_region(tiny_cache,
     assert prior.shape == (3,) and prior[0] > prior[1] > prior[2] > 0  # nested: WT > TC > ET
     with pytest.raises(ValueError, match="output_bias"):
         recipes.train_unet3d({**config, "output_bias": "mean"}, tmp_path / "bad", cache_dir=tiny_cache)
+
+
+def test_chapter08_arms_train_augmented_and_on_the_varied_patients(cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path / "data"))
+    course = shutil.copytree(cache_dir, tmp_path / "cache" / "synthetic-n4-k4")
+    settings = dict(filters=[2, 4], epochs=1, patch_shape=[16, 16, 8], patches_per_case=1)
+    plain = recipes.patch_unet_config("ci", course, **settings)
+    assert plain["augmentation"] is None and plain["train_appearance"] == "course"
+    both = recipes.patch_unet_config("ci", course, augmentation=dict(get_profile("ci", "another_site")["augmentation"]),
+                                     train_appearance="varied", **settings)
+    assert experiments.run_dir(both) != experiments.run_dir(plain)
+    record, _ = experiments.cached_run(both, functools.partial(recipes.train_unet3d, cache_dir=course),
+                                       root=tmp_path / "runs")
+    assert 0.0 <= record["results"]["best_val_dice"] <= 1.0
+    varied = data.load_manifest(f"{course}-varied")["cases"]
+    assert sorted(varied) == data.load_split(course)["train"]  # the training patients, drawn again; no others
+    with pytest.raises(ValueError, match="augmentation applies to patch training"):
+        recipes.train_unet3d({**both, "patch_shape": None}, tmp_path / "bad", cache_dir=course)
 
 
 def test_target_prior_is_the_share_of_voxels_per_channel(tiny_cache):

@@ -110,6 +110,16 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # fill the end: started in table-of-contents order, chapter 07 ran alone for
 # the build's last 50 s. Chapter 07 goes before 06 although it reuses 06's
 # network: whichever asks first trains it and the other waits (run cache).
+# "another_site" (chapter 08) trains chapter 06's network with and without
+# augmentation, each arm with `seeds` seeds; its augmentation settings are
+# those of tutorial_lib.augment.Augmentation, close to nnU-Net's defaults.
+_AUGMENTATION = MappingProxyType(dict(
+    flip_probability=0.5, rotation_probability=0.2, rotation_degrees=15.0, scale_probability=0.2,
+    scale_range=(0.85, 1.15), brightness_probability=0.15, brightness_range=(0.75, 1.25),
+    contrast_probability=0.15, contrast_range=(0.75, 1.25), gamma_probability=0.3, gamma_range=(0.7, 1.5),
+    noise_probability=0.1, noise_sigma=0.3, blur_probability=0.1, blur_sigma_range=(0.5, 1.0),
+    bias_probability=0.1, bias_strength=0.3, low_resolution_probability=0.125, low_resolution_range=(1.0, 2.0),
+))
 _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
     # 2-core CI machine: every chapter in a few minutes.
     "ci": _frozen(
@@ -127,9 +137,10 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
                               modalities="all", seeds=3),
             "patch_unet": dict(learning_rate=3e-3, epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
                                patches_per_case=2, batch_size=2),
+            "another_site": dict(seeds=2, augmentation=_AUGMENTATION),
             # A hung cell should fail the CI run rather than eat its budget.
             "execution": dict(book_cell_timeout_s=600, grading_cell_timeout_s=300, book_jobs=3,
-                              book_start_order=("03", "05", "04", "02", "07", "06")),
+                              book_start_order=("03", "05", "04", "08", "02", "07", "06")),
         }
     ),
     # A laptop CPU: tens of minutes per chapter.
@@ -149,6 +160,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
                               modalities="all", seeds=3),
             "patch_unet": dict(learning_rate=3e-3, epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
                                patches_per_case=2, batch_size=2),
+            "another_site": dict(seeds=3, augmentation=_AUGMENTATION),
             # Single training cells legitimately run for many minutes here.
             "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=3600, book_jobs=1, book_start_order=()),
         }
@@ -168,6 +180,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
                               patches_per_case=1, batch_size=1, modalities=("flair",), seeds=3),
             "patch_unet": dict(learning_rate=3e-3, epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
                                patches_per_case=2, batch_size=2),
+            "another_site": dict(seeds=3, augmentation=_AUGMENTATION),
             "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=6 * 3600, book_jobs=1,
                               book_start_order=()),
         }
@@ -197,6 +210,7 @@ _PROFILES["dry-run"] = _derived(
     losses=dict(epochs=1, filters=(4, 8, 16, 32), slice_step=8, seeds=1),
     ablations=dict(epochs=1, filters=(2, 4, 8, 16, 32), wide_filters=(4, 8, 16, 32, 64), seeds=1),
     patch_unet=dict(epochs=1, filters=(4, 8, 16, 32, 64)),
+    another_site=dict(seeds=1),
 )
 PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(_PROFILES)
 

@@ -29,9 +29,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from tutorial_lib import datasets, inference, losses, models, training
+from tutorial_lib import augment, datasets, inference, losses, models, training
 from tutorial_lib.config import get_profile
-from tutorial_lib.data import TARGETS, load_manifest, modality_indices, target_prior
+from tutorial_lib.data import TARGETS, ensure_appearance_data, load_manifest, load_split, modality_indices, target_prior
 from tutorial_lib.experiments import data_id
 
 __all__ = [
@@ -183,8 +183,12 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     (``"channel"``: one Dice per region, see :mod:`tutorial_lib.losses`),
     ``output_bias`` (``"prior"``: start each output at its prior,
     :func:`tutorial_lib.data.target_prior`) and ``enhancing_fraction`` (of the
-    patches centred on enhancing tumour). ``changes`` replace single keys; an
-    unknown key raises ``ValueError``.
+    patches centred on enhancing tumour). Chapter 08's: ``augmentation`` (the
+    settings of a :class:`tutorial_lib.augment.Augmentation`, ``None``: none)
+    and ``train_appearance`` (``"varied"``: the same training patients drawn by
+    the varied generator, :func:`tutorial_lib.data.ensure_appearance_data`;
+    validation stays on the course's cases). ``changes`` replace single keys;
+    an unknown key raises ``ValueError``.
 
     Examples
     --------
@@ -197,7 +201,8 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
                 upsampling="transpose", dropout=0.0, activation="relu", residual=False, optimizer="adam",
                 learning_rate=sizes["learning_rate"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
                 patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
-                tumour_fraction=0.9, enhancing_fraction=0.0, loss_reduction="batch", output_bias="zero", seed=0)
+                tumour_fraction=0.9, enhancing_fraction=0.0, loss_reduction="batch", output_bias="zero",
+                augmentation=None, train_appearance="course", seed=0)
     return _merge(base, changes)
 
 
@@ -254,13 +259,23 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     model = _fresh_network(_unet3d_architecture(config), lambda: _initial_unet3d(config, cache_dir))
     common = dict(modalities=config["modalities"], target=config["target"], batch_size=config["batch_size"],
                   seed=config["seed"])
+    train_cases = load_split(cache_dir)["train"]
+    train_cache = cache_dir
+    if config["train_appearance"] != "course":
+        train_cache = ensure_appearance_data(cache_dir, config["train_appearance"], train_cases)
     if config["patch_shape"] is None:
-        train_data = datasets.VolumeDataset(cache_dir, "train", shuffle=True, **common)
+        if config["augmentation"] is not None:
+            raise ValueError("augmentation applies to patch training; set patch_shape or augmentation=None")
+        train_data = datasets.VolumeDataset(train_cache, train_cases, shuffle=True, **common)
     else:
-        train_data = datasets.PatchDataset(cache_dir, "train", patch_shape=config["patch_shape"],
+        augmentation = None
+        if config["augmentation"] is not None:
+            augmentation = augment.Augmentation.from_settings(config["augmentation"])
+        train_data = datasets.PatchDataset(train_cache, train_cases, patch_shape=config["patch_shape"],
                                            patches_per_case=config["patches_per_case"],
                                            tumour_fraction=config["tumour_fraction"],
-                                           enhancing_fraction=config["enhancing_fraction"], shuffle=True, **common)
+                                           enhancing_fraction=config["enhancing_fraction"],
+                                           augmentation=augmentation, shuffle=True, **common)
     val_data = datasets.VolumeDataset(cache_dir, "val", modalities=config["modalities"], target=config["target"])
     start = time.perf_counter()
     history = training.train(model, train_data, val_data, out_dir=run_dir, epochs=config["epochs"],
