@@ -18,6 +18,11 @@ the ``dice_probability`` loss) on the same batches: the added reading time
 as a share of the step says whether augmentation slows training down when
 the reader runs in the training thread.
 
+With ``--trainings N``, also N alternating pairs of whole trainings of that
+network (``recipes.train_unet3d``: its epochs, with a validation pass after
+each, in fresh run folders, seeds 10, 11, ...), without and with the
+augmentation of the ``another_site`` profile group: what a chapter pays.
+
 The cache is read from ``--cache``, or built in a temporary folder from
 freshly generated cases (``--cases``, ``--downsample`` 4 as the ``ci``
 profile) or given ones (``--raw``).
@@ -26,7 +31,7 @@ Examples
 --------
 ::
 
-    python benchmarks/bench_augment.py --cache data/cache/synthetic-n32-k4
+    python benchmarks/bench_augment.py --cache data/cache/synthetic-n32-k4 --trainings 4
     python benchmarks/bench_augment.py --smoke
 """
 
@@ -42,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-__all__ = ["measure_reads", "measure_step", "main"]
+__all__ = ["measure_reads", "measure_step", "measure_trainings", "main"]
 
 
 def _readers(cache_dir: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -90,6 +95,23 @@ def measure_step(config: dict[str, Any], batches: list[tuple[Any, Any]], *, step
     return 1000 * statistics.median(common.time_steps(step, steps=steps, warmup=warmup))
 
 
+def measure_trainings(cache_dir: Path, config: dict[str, Any], *, pairs: int) -> dict[str, list[float]]:
+    """Seconds of ``pairs`` alternating whole trainings of ``config`` without and with augmentation."""
+    from tutorial_lib import recipes
+    from tutorial_lib.config import get_profile
+
+    augmentation = dict(get_profile("ci", "another_site")["augmentation"])
+    seconds: dict[str, list[float]] = {"without": [], "with": []}
+    for pair in range(pairs):
+        for name, changes in (("without", {}), ("with", {"augmentation": augmentation})):
+            run = {**config, "seed": 10 + pair, **changes}
+            with tempfile.TemporaryDirectory(prefix="bench_augment_run_") as root:
+                start = time.perf_counter()
+                recipes.train_unet3d(run, Path(root) / "run", cache_dir=cache_dir)
+                seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
 def _build_cache(tmp: Path, args: Any) -> tuple[Path, str]:
     from tutorial_lib import ingest
 
@@ -112,6 +134,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--cases", type=int, default=None, help="cases to generate (default 4; 1 in --smoke)")
     parser.add_argument("--downsample", type=int, default=4, help="cache factor K when preparing (default 4)")
     parser.add_argument("--workers", type=int, default=1, help="processes for generation")
+    parser.add_argument("--trainings", type=int, default=0,
+                        help="also time this many pairs of whole trainings without and with augmentation")
     args = parser.parse_args(argv)
     common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
@@ -124,6 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         read_ms = measure_reads(readers, passes=args.steps or (1 if args.smoke else 5))
         batches = [readers["with"][index] for index in range(len(readers["with"]))]
         step_ms = measure_step(config, batches, steps=2 if args.smoke else 20, warmup=2 if args.smoke else 5)
+        trainings = measure_trainings(cache, config, pairs=args.trainings) if args.trainings else None
     added = read_ms["with"] - read_ms["without"]
     rows = [{"patch": tuple(config["patch_shape"]), "batch": config["batch_size"],
              "channels": batches[0][0].shape[-1], "read without (ms)": read_ms["without"],
@@ -131,6 +156,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
              "added / step (%)": 100 * added / step_ms}]
     common.print_table(f"Augmentation cost per batch ({made}, keras/{common.active_backend()}, "
                        f"{len(readers['with'])} batches per pass)", rows)
+    if trainings:
+        without, with_ = (statistics.median(trainings[name]) for name in ("without", "with"))
+        runs = {name: ", ".join(f"{value:.2f}" for value in values) for name, values in trainings.items()}
+        common.print_table(f"Whole trainings ({config['epochs']} epochs, {args.trainings} alternating pairs)", [
+            {"training": "without augmentation", "median s": without, "runs (s)": runs["without"]},
+            {"training": "with augmentation", "median s": with_, "runs (s)": runs["with"]},
+            {"training": "with / without", "median s": with_ / without, "runs (s)": ""}])
     if args.json:
         common.write_json(args.json, rows)
     return rows

@@ -110,9 +110,10 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # fill the end: started in table-of-contents order, chapter 07 ran alone for
 # the build's last 50 s. Chapter 07 goes before 06 although it reuses 06's
 # network: whichever asks first trains it and the other waits (run cache).
-# "another_site" (chapter 08) trains chapter 06's network with and without
-# augmentation, each arm with `seeds` seeds; its augmentation settings are
-# those of tutorial_lib.augment.Augmentation, close to nnU-Net's defaults.
+# "another_site" (chapter 08) trains chapter 06's network four ways (with and
+# without augmentation, on the course's images and on the varied generator's),
+# each with `seeds` seeds; the augmentation settings are the fields of
+# tutorial_lib.augment.Augmentation, close to nnU-Net's defaults.
 _AUGMENTATION = MappingProxyType(dict(
     flip_probability=0.5, rotation_probability=0.2, rotation_degrees=15.0, scale_probability=0.2,
     scale_range=(0.85, 1.15), brightness_probability=0.15, brightness_range=(0.75, 1.25),
