@@ -112,19 +112,6 @@ def measure_trainings(cache_dir: Path, config: dict[str, Any], *, pairs: int) ->
     return seconds
 
 
-def _build_cache(tmp: Path, args: Any) -> tuple[Path, str]:
-    from tutorial_lib import ingest
-
-    raw, cache = args.raw or tmp / "raw", tmp / "cache"
-    made = "given cases"
-    if args.raw is None:
-        made = common.make_cases(raw, args.cases or (1 if args.smoke else 4), workers=args.workers)
-    report = ingest.prepare_dataset(raw, cache, downsample=args.downsample, workers=args.workers, progress=False)
-    if not report.ok:
-        raise RuntimeError(f"preparation failed:\n{report.summary()}")
-    return cache, made
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Time batch reads with and without augmentation and the train step; print the table."""
     parser = common.base_parser(__doc__.splitlines()[0])
@@ -142,7 +129,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from tutorial_lib import recipes
 
     with tempfile.TemporaryDirectory(prefix="bench_augment_") as tmp:
-        cache, made = (args.cache, "existing cache") if args.cache else _build_cache(Path(tmp), args)
+        cache, made = (args.cache, "existing cache") if args.cache else common.prepared_cache(
+            Path(tmp), args.raw, cases=args.cases or (1 if args.smoke else 4), downsample=args.downsample,
+            workers=args.workers)
         config = recipes.patch_unet_config("ci", cache)
         readers = _readers(cache, config)
         read_ms = measure_reads(readers, passes=args.steps or (1 if args.smoke else 5))

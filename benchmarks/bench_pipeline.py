@@ -74,20 +74,6 @@ def _step_size(grid: tuple[int, ...], smoke: bool) -> tuple[int, int, int]:
     return tuple(-(-size // 16) * 16 for size in grid[:3])
 
 
-def _build_cache(tmp: Path, args: Any) -> tuple[Path, str]:
-    from tutorial_lib import ingest
-
-    raw, cache = args.raw or tmp / "raw", tmp / "cache"
-    made = "given cases"
-    if args.raw is None:
-        made = common.make_cases(raw, args.cases or (2 if args.smoke else 4), workers=args.workers)
-    report = ingest.prepare_dataset(raw, cache, downsample=args.downsample or
-                                    (4 if args.smoke else 2), workers=args.workers, progress=False)
-    if not report.ok:
-        raise RuntimeError(f"preparation failed:\n{report.summary()}")
-    return cache, made
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Measure pipeline and step; print the table and the ratio."""
     parser = common.base_parser(__doc__.splitlines()[0])
@@ -104,7 +90,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
-        cache, made = (args.cache, "existing cache") if args.cache else _build_cache(Path(tmp), args)
+        cache, made = (args.cache, "existing cache") if args.cache else common.prepared_cache(
+            Path(tmp), args.raw, cases=args.cases or (2 if args.smoke else 4),
+            downsample=args.downsample or (4 if args.smoke else 2), workers=args.workers)
         row = measure_pipeline(cache, batch_size=args.batch_size, passes=args.steps or
                                (1 if args.smoke else 3))
     rows = [row, _step_row(args, tuple(int(s) for s in row["size"].split("x")))]

@@ -319,6 +319,24 @@ def make_cases(raw_dir: Path, n_cases: int, *, workers: int = 1) -> str:
     return "tutorial_lib.synthetic cases"
 
 
+def prepared_cache(tmp: Path, raw: Path | None, *, cases: int, downsample: int, workers: int = 1) -> tuple[Path, str]:
+    """Prepare ``raw`` (or ``cases`` cases made by :func:`make_cases`) into ``tmp/cache``; return it and how.
+
+    Raises ``RuntimeError`` with the preparation's summary when a case fails.
+    """
+    from tutorial_lib import ingest
+
+    made = "given cases"
+    if raw is None:
+        raw = tmp / "raw"
+        made = make_cases(raw, cases, workers=workers)
+    cache = tmp / "cache"
+    report = ingest.prepare_dataset(raw, cache, downsample=downsample, workers=workers, progress=False)
+    if not report.ok:
+        raise RuntimeError(f"preparation failed:\n{report.summary()}")
+    return cache, made
+
+
 def _write_simple_cases(raw_dir: Path, n_cases: int) -> None:
     import nibabel
     import numpy as np

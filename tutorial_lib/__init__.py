@@ -1,14 +1,13 @@
 """tutorial_lib: the small library behind the brain-tumour segmentation course.
 
 One module per concept: ``config`` (BraTS conventions, run profiles), ``chapters`` (opening a
-chapter), ``synthetic``
-(BraTS-like cases, drawn by one of several scanner appearances), ``baseline`` (the FLAIR-threshold baseline), ``sources``
-(BraTS download layouts, safe extraction, validation), ``ingest`` (build the cache), ``data``
-(NumPy readers over the cache), ``datasets`` (Keras readers), ``augment`` (training-time
-augmentation), ``models``, ``losses``,
+chapter), ``synthetic`` (BraTS-like cases, drawn by one of several scanner appearances),
+``baseline`` (the FLAIR-threshold baseline), ``sources`` (BraTS download layouts, safe
+extraction, validation), ``ingest`` (build the cache), ``data`` (NumPy readers over the cache),
+``datasets`` (Keras readers), ``augment`` (training-time augmentation), ``models``, ``losses``,
 ``metrics``, ``postprocess``, ``training``, ``costs`` (FLOPs and memory of a step),
-``experiments`` (the run cache), ``recipes``
-(trainings several chapters share), ``inference`` and ``viz``.
+``experiments`` (the run cache), ``recipes`` (trainings several chapters share), ``inference``
+and ``viz``.
 
 Arrays are channels-last everywhere: ``(batch, x, y, z, channels)``.
 Modules are imported on demand (``from tutorial_lib import models``) so that
