@@ -1,7 +1,7 @@
 """Every chapter as a learner runs it: opened in JupyterLab, all cells run, in headless Chromium.
 
 Marked ``course``. One JupyterLab server on localhost (a token of its own,
-its own settings folder) serves copies of the seven chapters; each is opened
+its own settings folder) serves copies of every chapter; each is opened
 in Chromium in a workspace of its own, run with Run > Run All Cells under the
 ``ci`` profile, and its kernel shut down. The chapters' trainings are read from
 the run cache that the ``course_build`` fixture of ``tests/test_course.py`` has

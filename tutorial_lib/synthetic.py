@@ -56,6 +56,7 @@ from tutorial_lib.config import BRATS
 __all__ = [
     "Appearance",
     "APPEARANCES",
+    "look_is_plausible",
     "SyntheticCase",
     "case_seed",
     "case_ids",
