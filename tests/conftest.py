@@ -131,6 +131,25 @@ def write_tiny_case(
     return paths
 
 
+def copy_as_course_cache(cache_dir: Path, data_root: Path) -> Path:
+    """A copy of the synthetic ``cache_dir`` that reads as the course's own, under ``data_root``.
+
+    The manifest's sources are pointed at ``data.synthetic_raw_dir`` there, where
+    ``ensure_course_data`` would have generated the cases (with the same seed 0 as
+    ``raw_dataset``); set ``BRATS_COURSE_DATA`` to ``data_root`` before using it.
+    """
+    import json
+    import shutil
+
+    manifest = json.loads((cache_dir / "manifest.json").read_text(encoding="utf-8"))
+    copy = Path(shutil.copytree(cache_dir, data_root / "cache" / f"synthetic-n{len(manifest['cases'])}-k4"))
+    raw = data_root / "synthetic" / f"n{len(manifest['cases'])}"
+    for entry in manifest["cases"].values():
+        entry["source"] = str(raw)
+    (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return copy
+
+
 @pytest.fixture(scope="session")
 def tiny_case_writer():
     """The :func:`write_tiny_case` helper, for tests that need their own source folders."""

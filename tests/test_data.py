@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import copy_as_course_cache
 
 from tutorial_lib import data
 from tutorial_lib.data import (
@@ -107,10 +106,10 @@ def test_ensure_course_data_generates_once(tmp_path, monkeypatch, tiny_case_writ
 
 def test_appearance_data_scans_the_course_patients_again(cache_dir, tiny_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path / "data"))
-    course = Path(shutil.copytree(cache_dir, tmp_path / "cache" / "synthetic-n4-k4"))
+    course = copy_as_course_cache(cache_dir, tmp_path / "data")
     test_cases = load_split(course)["test"]
     site = data.ensure_appearance_data(course, "second_site", test_cases, workers=1)
-    assert site == course.with_name("synthetic-n4-k4-second_site")
+    assert site == tmp_path / "data" / "cache" / "synthetic-n4-k4-second_site"
     assert sorted(load_manifest(site)["cases"]) == test_cases
     for case_id in test_cases:  # the same patient (truth and brain), another scanner (image)
         for name in ("label", "brain"):
@@ -123,6 +122,8 @@ def test_appearance_data_scans_the_course_patients_again(cache_dir, tiny_cache, 
         data.ensure_appearance_data(course, "second_site", ["Synth_0009"])
     with pytest.raises(ValueError, match="not a course synthetic cache"):
         data.ensure_appearance_data(tiny_cache, "second_site", ["Tiny_0"])
+    with pytest.raises(ValueError, match="not a course synthetic cache"):  # the same cases from elsewhere:
+        data.ensure_appearance_data(cache_dir, "second_site", test_cases)  # their seeds are not known
 
 
 def test_numpy_readers_import_without_a_deep_learning_backend():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 
 import keras
 import numpy as np
 import pytest
+from conftest import copy_as_course_cache
 
 from tutorial_lib import data, experiments, recipes, training
 from tutorial_lib.config import get_profile
@@ -70,7 +70,7 @@ def test_chapter07_switches_start_at_the_prior_and_score_each_region(tiny_cache,
 
 def test_chapter08_arms_train_augmented_and_on_the_varied_patients(cache_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path / "data"))
-    course = shutil.copytree(cache_dir, tmp_path / "cache" / "synthetic-n4-k4")
+    course = copy_as_course_cache(cache_dir, tmp_path / "data")
     settings = dict(filters=[2, 4], epochs=1, patch_shape=[16, 16, 8], patches_per_case=1)
     plain = recipes.patch_unet_config("ci", course, **settings)
     assert plain["augmentation"] is None and plain["train_appearance"] == "course"

@@ -70,14 +70,10 @@ class Chapter:
     def data_kind(self) -> str:
         """``"synthetic"`` for the course's generated cases, else ``"BraTS"``: how prose names the data.
 
-        A cache counts as synthetic when every case was prepared from the folder
-        :func:`tutorial_lib.data.synthetic_raw_dir` names for its number of cases
-        (compared by its last two parts, so a moved data root still counts).
+        A cache counts as synthetic when :func:`tutorial_lib.data.is_course_synthetic`
+        says so: every case prepared from the folder ensure_course_data generates into.
         """
-        cases = self.manifest["cases"]
-        expected = data.synthetic_raw_dir(len(cases)).parts[-2:]
-        synthetic = all(Path(entry["source"]).parts[-2:] == expected for entry in cases.values())
-        return "synthetic" if cases and synthetic else "BraTS"
+        return "synthetic" if data.is_course_synthetic(self.manifest) else "BraTS"
 
 
 def versions() -> str:

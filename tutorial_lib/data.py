@@ -45,6 +45,7 @@ __all__ = [
     "data_root",
     "display_path",
     "synthetic_raw_dir",
+    "is_course_synthetic",
     "ensure_course_data",
     "ensure_appearance_data",
 ]
@@ -357,6 +358,26 @@ def synthetic_raw_dir(n_cases: int) -> Path:
     return data_root() / "synthetic" / f"n{int(n_cases)}"
 
 
+def is_course_synthetic(manifest: Mapping[str, Any]) -> bool:
+    """True when every case of ``manifest`` was prepared from :func:`synthetic_raw_dir` of its size.
+
+    That folder only ever holds what :func:`ensure_course_data` generated (dataset seed 0), so
+    such a cache is the course's own synthetic data, and case ``i`` is the patient of seed
+    ``synthetic.case_seed(0, i)``. Folders are compared by their last two parts, so a moved data
+    root still counts.
+
+    Examples
+    --------
+    >>> is_course_synthetic({"cases": {"Synth_0000": {"source": "/elsewhere/data/synthetic/n1"}}})
+    True
+    >>> is_course_synthetic({"cases": {"Brats17_2013_0_1": {"source": "/downloads/BraTS2017"}}})
+    False
+    """
+    cases = manifest["cases"]
+    expected = synthetic_raw_dir(len(cases)).parts[-2:]
+    return bool(cases) and all(Path(entry["source"]).parts[-2:] == expected for entry in cases.values())
+
+
 def ensure_course_data(
     profile: str | Mapping[str, Any],
     *,
@@ -466,8 +487,9 @@ def ensure_appearance_data(
     course_cache = Path(course_cache)
     manifest = load_manifest(course_cache)
     names = sorted(manifest["cases"])
-    if names != synthetic.case_ids(len(names)):
-        raise ValueError(f"{display_path(course_cache)} is not a course synthetic cache (cases {names[:2]}...)")
+    if not is_course_synthetic(manifest):  # only there does a case's name give its patient's seed
+        raise ValueError(f"{display_path(course_cache)} is not a course synthetic cache (made by "
+                         "ensure_course_data); real scans have no twin at another site")
     unknown = sorted(set(case_ids) - set(names))
     if unknown:
         raise ValueError(f"not cases of {display_path(course_cache)}: {unknown[:5]}")
