@@ -45,3 +45,20 @@ def test_extract_members_names_the_file_and_checks_limits(tmp_path):
         extract_members(not_an_archive, tmp_path / "out")
     with pytest.raises(ValueError, match="limits must be positive"):
         extract_members(not_an_archive, tmp_path / "out", max_member_bytes=0)
+
+
+def test_read_nifti_reads_every_gzip_member_up_to_the_bound(tmp_path):
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    from tutorial_lib.sources import CaseError, read_nifti
+
+    raw = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), np.eye(4)).to_bytes()
+    path = tmp_path / "Case_1_t1.nii.gz"
+    path.write_bytes(gzip.compress(raw[:200]) + gzip.compress(raw[200:]))  # as a concatenating copy writes it
+    data, _ = read_nifti(path, as_float=False, max_bytes=len(raw))
+    assert data.tolist() == np.arange(60).reshape(3, 4, 5).tolist()
+    with pytest.raises(CaseError, match=rf"Case_1_t1.nii.gz.*more than {len(raw) - 1} bytes"):
+        read_nifti(path, max_bytes=len(raw) - 1)

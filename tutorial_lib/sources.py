@@ -22,25 +22,28 @@ truncated stream, bad CRC) or one decompressing beyond :data:`MAX_MEMBER_BYTES`
 are still extracted. :func:`read_case` decodes every file fully,
 so a truncated or corrupt ``.nii.gz`` is caught, and reports each problem
 with the file it concerns. :mod:`tutorial_lib.ingest` turns the validated
-arrays into the cache.
+arrays into the cache. The extraction and bounded decompression themselves
+are plumbing, in :mod:`tutorial_lib._archives`; this module tells them which
+files a release needs and which case each belongs to.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
-import stat
-import struct
 import tarfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Mapping
 
 import nibabel as nib
 import numpy as np
 
+from tutorial_lib import _archives
+from tutorial_lib._archives import ArchiveDamage
 from tutorial_lib.config import BRATS
 
 __all__ = [
@@ -50,14 +53,13 @@ __all__ = [
     "CaseError",
     "detect_layout",
     "find_cases",
-    "extract_archive",
-    "extract_members",
     "case_of_member",
+    "read_nifti",
+    "read_case",
+    "extract_members",
     "ArchiveDamage",
     "MAX_MEMBER_BYTES",
     "MAX_CASE_BYTES",
-    "read_nifti",
-    "read_case",
 ]
 
 # BraTS label values by meaning: edema, necrotic core, enhancing tumour.
@@ -70,7 +72,7 @@ _AFFINE_TOLERANCE_MM = 1e-3
 # (a BraTS volume 9-71 MB); anything far beyond is a damaged or hostile archive.
 MAX_MEMBER_BYTES = 512 * 2**20
 MAX_CASE_BYTES = 1024 * 2**20
-_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
 _NIFTI_HEADER_BYTES = 348
 
 
@@ -318,46 +320,6 @@ def find_cases(root: str | os.PathLike[str], layout: str) -> list[CaseSource]:
     return [cases[case_id] for case_id in sorted(cases)]
 
 
-# ----------------------------------------------------------------------------- archives
-
-
-def _member_problem(name: str, target: Path) -> str | None:
-    path = PurePosixPath(name.replace("\\", "/"))
-    if path.is_absolute() or re.match(r"^[A-Za-z]:", name):
-        return "absolute path refused"
-    if ".." in path.parts:
-        return "path leads outside the extraction folder ('..') refused"
-    if not (target / path).resolve().is_relative_to(target.resolve()):
-        return "path leads outside the extraction folder refused"
-    return None
-
-
-def _wanted(name: str) -> bool:
-    path = PurePosixPath(name)
-    return not _is_hidden(path) and bool(_NIFTI.search(path.name) or path.name.endswith(".json"))
-
-
-class ArchiveDamage(ValueError):
-    """A member cannot be extracted completely; the message names the archive, the member and why."""
-
-
-@dataclass
-class _Limits:
-    """Running decompressed sizes, per member and per case."""
-
-    member_bytes: int = MAX_MEMBER_BYTES
-    case_bytes: int = MAX_CASE_BYTES
-    cases: dict[str, int] = field(default_factory=dict)
-
-    def check(self, name: str, member_total: int, added: int) -> None:
-        case = case_of_member(name)
-        self.cases[case] = self.cases.get(case, 0) + added
-        if member_total > self.member_bytes:
-            raise ArchiveDamage(f"decompresses to more than {self.member_bytes} bytes (the per-member limit)")
-        if self.cases[case] > self.case_bytes:
-            raise ArchiveDamage(f"case {case!r} decompresses to more than {self.case_bytes} bytes (the per-case limit)")
-
-
 def case_of_member(name: str) -> str:
     """The case id an archive member's file name belongs to (its name without a NIfTI suffix otherwise).
 
@@ -374,309 +336,7 @@ def case_of_member(name: str) -> str:
     return _NIFTI.sub("", base)
 
 
-def _copy_member(read: Any, destination: Path, name: str, limits: _Limits) -> None:
-    """Copy chunks from ``read(n)`` with a running size bound; no partial file survives."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    total = 0
-    try:
-        with open(destination, "wb") as handle:
-            while chunk := read(_CHUNK):
-                total += len(chunk)
-                limits.check(name, total, len(chunk))
-                handle.write(chunk)
-    except BaseException:
-        destination.unlink(missing_ok=True)
-        raise
-
-
-# What an interrupted or corrupt download raises while a member is read.
-_DAMAGE = (EOFError, tarfile.TarError, zipfile.BadZipFile, zlib.error, OSError, ArchiveDamage, struct.error)
-
-
-def _reason(error: BaseException) -> str:
-    if isinstance(error, ArchiveDamage):
-        return str(error)
-    if isinstance(error, EOFError) or "unexpected end" in str(error) or "truncated" in str(error).lower():
-        return f"truncated ({type(error).__name__}: {error}); was the download interrupted?"
-    return f"damaged ({type(error).__name__}: {error})"
-
-
-def _tar_problem(member: tarfile.TarInfo, target: Path) -> str | None:
-    problem = _member_problem(member.name, target)
-    if problem is None and (member.issym() or member.islnk()):
-        problem = f"link to {member.linkname!r} refused"
-    elif problem is None and not (member.isfile() or member.isdir()):
-        problem = "special file (device, fifo) refused"
-    return problem
-
-
-def _extract_tar(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
-    rejected: dict[str, str] = {}
-    damaged: dict[str, str] = {}
-    last, current = "the start of the archive", None
-    try:
-        with tarfile.open(archive) as tar:
-            for member in tar:
-                problem = _tar_problem(member, target)
-                if problem is not None:
-                    rejected[member.name] = problem
-                elif member.isfile() and _wanted(member.name):
-                    current = member.name
-                    try:
-                        _copy_member(tar.extractfile(member).read, target / member.name, member.name, limits)
-                    except ArchiveDamage as error:
-                        damaged[member.name] = str(error)  # the stream itself is fine: go on
-                last, current = member.name, None
-    except _DAMAGE as error:
-        # A compressed tar cannot be read past a damaged point; what came before is kept.
-        damaged[current or f"(the member after {last})"] = _reason(error) + "; nothing after it could be read"
-    return rejected, damaged
-
-
-def _extract_zip(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
-    rejected: dict[str, str] = {}
-    damaged: dict[str, str] = {}
-    with zipfile.ZipFile(archive) as zipped:
-        for info in zipped.infolist():
-            problem = _member_problem(info.filename, target)
-            if problem is None and stat.S_ISLNK(info.external_attr >> 16):
-                problem = "symbolic link refused"
-            if problem is not None:
-                rejected[info.filename] = problem
-            elif not info.is_dir() and _wanted(info.filename):
-                try:  # each zip member stands alone: a bad one does not stop the others
-                    with zipped.open(info) as stream:
-                        _copy_member(stream.read, target / info.filename, info.filename, limits)
-                except _DAMAGE as error:
-                    damaged[info.filename] = _reason(error)
-    return rejected, damaged
-
-
-_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # signature, version, flags, method, time, date, crc, sizes, lengths
-
-
-def _deflated(handle: Any, size: int | None) -> Any:
-    """A ``read(n)`` over one raw-deflate member; ``size`` None reads to the stream's end."""
-    inflater, left = zlib.decompressobj(-15), size
-
-    def read(n: int) -> bytes:
-        nonlocal left
-        while not inflater.eof:
-            data = inflater.unconsumed_tail
-            if not data:
-                data = handle.read(_CHUNK if left is None else min(_CHUNK, left))
-                if not data:
-                    raise EOFError("compressed data ends early")
-                left = None if left is None else left - len(data)
-            out = inflater.decompress(data, n)  # at most n bytes: memory stays bounded
-            if inflater.eof and inflater.unused_data:
-                handle.seek(-len(inflater.unused_data), os.SEEK_CUR)  # the next header starts there
-            if out:
-                return out
-        return b""
-
-    return read
-
-
-def _salvage_zip(archive: Path, target: Path, limits: _Limits) -> tuple[dict[str, str], dict[str, str]]:
-    """Read a zip without its central directory (a truncated download) from its local headers."""
-    rejected: dict[str, str] = {}
-    damaged: dict[str, str] = {
-        "(central directory)": "missing: the archive is truncated; was the download interrupted?"}
-    with open(archive, "rb") as handle:
-        while (header := handle.read(_LOCAL_HEADER.size))[:4] == b"PK\x03\x04":
-            name = ""
-            try:
-                _, _, flags, method, _, _, crc, packed, _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
-                name = handle.read(name_length).decode("utf-8" if flags & 0x800 else "cp437")
-                handle.seek(extra_length, os.SEEK_CUR)
-                _salvage_member(handle, name, flags, method, crc, packed, target, limits, rejected)
-            except _DAMAGE as error:
-                damaged[name or f"member at byte {handle.tell()}"] = _reason(error)
-                break
-    return rejected, damaged
-
-
-def _salvage_member(handle: Any, name: str, flags: int, method: int, crc: int, packed: int, target: Path,
-                    limits: _Limits, rejected: dict[str, str]) -> None:
-    described = bool(flags & 0x8)  # sizes and CRC follow the data
-    if method not in (0, 8) or flags & 0x1 or (described and method == 0) or packed == 0xFFFFFFFF:
-        raise ArchiveDamage("cannot be read without the central directory (method, encryption or zip64)")
-    read = _deflated(handle, None if described else packed) if method == 8 else _stored(handle, packed)
-    problem = _member_problem(name, target)
-    if problem is not None or name.endswith("/") or not _wanted(name):
-        if problem is not None:
-            rejected[name] = problem
-        while read(_CHUNK):
-            pass
-    else:
-        checked = _CrcReader(read)
-        _copy_member(checked, target / name, name, limits)
-        if described:
-            crc = _read_descriptor(handle)
-        if checked.crc != crc:
-            (target / name).unlink(missing_ok=True)
-            raise zipfile.BadZipFile(f"Bad CRC-32 for file {name!r}")
-        return
-    if described:
-        _read_descriptor(handle)
-
-
-def _stored(handle: Any, size: int) -> Any:
-    left = size
-
-    def read(n: int) -> bytes:
-        nonlocal left
-        raw = handle.read(min(n, left))
-        if left and not raw:
-            raise EOFError("stored data ends early")
-        left -= len(raw)
-        return raw
-
-    return read
-
-
-class _CrcReader:
-    """``read(n)`` that keeps the CRC-32 of what it returned."""
-
-    def __init__(self, read: Any) -> None:
-        self.read_raw, self.crc = read, 0
-
-    def __call__(self, n: int) -> bytes:
-        chunk = self.read_raw(n)
-        self.crc = zlib.crc32(chunk, self.crc)
-        return chunk
-
-
-def _read_descriptor(handle: Any) -> int:
-    first = handle.read(4)
-    if first == b"PK\x07\x08":
-        first = handle.read(4)
-    rest = handle.read(8)
-    if len(first) < 4 or len(rest) < 8:
-        raise EOFError("data descriptor ends early")
-    return int.from_bytes(first, "little")
-
-
-def extract_members(
-    archive: str | os.PathLike[str],
-    target: str | os.PathLike[str],
-    *,
-    max_member_bytes: int = MAX_MEMBER_BYTES,
-    max_case_bytes: int = MAX_CASE_BYTES,
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Extract what can be extracted; return ``(refused, damaged)`` member name -> reason.
-
-    ``refused`` holds unsafe members (see :func:`extract_archive`); ``damaged``
-    those that could not be read completely (truncated, bad CRC) or that
-    decompress beyond ``max_member_bytes`` (their case beyond
-    ``max_case_bytes``). A damaged member leaves no file behind; the members
-    before it (a .tar.gz) or all the others (a .zip) are extracted. A zip
-    whose central directory is missing (a truncated download) is read from
-    its local headers.
-
-    Raises
-    ------
-    ValueError
-        If ``archive`` is neither a zip nor a tar archive, or a limit is not positive.
-    """
-    archive, target = Path(archive), Path(target)
-    if min(max_member_bytes, max_case_bytes) < 1:
-        raise ValueError(f"decompression limits must be positive, got {max_member_bytes}, {max_case_bytes}")
-    limits = _Limits(max_member_bytes, max_case_bytes)
-    target.mkdir(parents=True, exist_ok=True)
-    if zipfile.is_zipfile(archive):
-        return _extract_zip(archive, target, limits)
-    with open(archive, "rb") as handle:
-        magic = handle.read(4)
-    if magic == b"PK\x03\x04":
-        return _salvage_zip(archive, target, limits)
-    if _is_tar(archive):
-        return _extract_tar(archive, target, limits)
-    raise ValueError(f"{archive}: not a .zip or .tar[.gz|.bz2|.xz] archive")
-
-
-def _is_tar(archive: Path) -> bool:
-    try:
-        return tarfile.is_tarfile(archive)
-    except _DAMAGE:
-        # A compressed tar truncated inside its first block; its magic says what it is.
-        with open(archive, "rb") as handle:
-            head = handle.read(6)
-        return head[:3] in (b"\x1f\x8b\x08", b"BZh") or head == b"\xfd7zXZ\x00"
-
-
-def extract_archive(archive: str | os.PathLike[str], target: str | os.PathLike[str]) -> dict[str, str]:
-    """Safely extract the NIfTI (and JSON) files of a .zip or .tar[.gz] archive.
-
-    Members with absolute paths, ``..`` components, links or special files are
-    not extracted; they are returned with the reason. Nothing is written
-    outside ``target``. Damaged members (see :func:`extract_members`) are
-    returned too, their reason starting with ``"damaged"`` or ``"truncated"``.
-
-    Parameters
-    ----------
-    archive : path
-        The downloaded archive.
-    target : path
-        Folder to extract into (created if needed).
-
-    Returns
-    -------
-    dict of str to str
-        Member name not extracted -> reason.
-
-    Raises
-    ------
-    ValueError
-        If ``archive`` is neither a zip nor a tar archive.
-    """
-    refused, damaged = extract_members(archive, target)
-    return {**refused, **damaged}
-
-
 # ----------------------------------------------------------------------------- reading
-
-
-def _nifti_class(raw: bytes) -> type[nib.Nifti1Image]:
-    sizes = {int.from_bytes(raw[:4], order) for order in ("little", "big")}
-    return nib.Nifti2Image if 540 in sizes else nib.Nifti1Image
-
-
-def _gunzip(raw: bytes, limit: int) -> bytes:
-    """Decompress every gzip member of ``raw``, checking CRC and length, never beyond ``limit`` bytes."""
-    parts, size = [], 0
-    while raw:
-        inflater = zlib.decompressobj(wbits=31)  # gzip framing: zlib checks the trailer's CRC and length
-        part = inflater.decompress(raw, limit - size + 1)
-        size += len(part)
-        if size > limit:
-            raise ArchiveDamage(f"decompresses to more than {limit} bytes (max_bytes)")
-        if not inflater.eof:
-            raise EOFError("compressed data ends early (the file is truncated)")
-        parts.append(part)
-        raw = inflater.unused_data
-    return b"".join(parts)
-
-
-def _read_bytes(path: Path, limit: int) -> bytes:
-    """The decoded bytes of a ``.nii[.gz]`` file; CaseError naming it on any problem."""
-    try:
-        raw = path.read_bytes()
-        if not raw:
-            raise CaseError(f"{path}: empty file (0 bytes); was a copy or download interrupted?")
-        if raw[:2] == b"\x1f\x8b":
-            raw = _gunzip(raw, limit)
-    except CaseError:
-        raise
-    except zlib.error as error:
-        check = "CRC/length check failed" if "check" in str(error) else "corrupt compressed data"
-        raise CaseError(f"{path}: cannot be decoded ({check}: {error})") from error
-    except Exception as error:  # noqa: BLE001 - any reading failure is reported per file
-        raise CaseError(f"{path}: cannot be decoded ({type(error).__name__}: {error})") from error
-    if len(raw) < _NIFTI_HEADER_BYTES:
-        raise CaseError(f"{path}: {len(raw)} bytes, too short for a NIfTI header ({_NIFTI_HEADER_BYTES})")
-    return raw
 
 
 def read_nifti(
@@ -709,11 +369,15 @@ def read_nifti(
     """
     raw = _read_bytes(Path(path), max_bytes)
     try:
-        image = _nifti_class(raw).from_bytes(raw)
+        # NIfTI-1 and NIfTI-2 share the file name; nibabel's own sniffing of the header tells them apart.
+        image_class = nib.Nifti2Image if nib.Nifti2Header.may_contain_header(raw) else nib.Nifti1Image
+        image = image_class.from_bytes(raw)
         data = image.get_fdata(dtype=np.float32) if as_float else np.asanyarray(image.dataobj)
         return np.asarray(data), np.asarray(image.affine, float)
     except Exception as error:  # noqa: BLE001 - any decoding failure is reported per file
         raise CaseError(f"{path}: cannot be decoded ({type(error).__name__}: {error})") from error
+
+
 
 
 def _squeeze(data: np.ndarray, ndim: int) -> np.ndarray:
@@ -825,3 +489,82 @@ def read_case(case: CaseSource) -> tuple[dict[str, np.ndarray], np.ndarray | Non
         raise CaseError("; ".join(problems))
     notes = [] if label is None or label.any() else [f"{case.files['seg']}: label is empty (no tumour)"]
     return images, label, next(iter(geometry.values()))[2], notes
+
+
+# ----------------------------------------------------------------------------- archives and compressed files
+# The mechanism is in _archives; what is BraTS about it (which files, which case) is here.
+
+
+def _wanted(name: str) -> bool:
+    path = PurePosixPath(name)
+    return not _is_hidden(path) and bool(_NIFTI.search(path.name) or path.name.endswith(".json"))
+
+
+def extract_members(
+    archive: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_case_bytes: int = MAX_CASE_BYTES,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Safely extract the NIfTI (and JSON) files of a download; return who was refused or damaged.
+
+    Nothing is written outside ``target``. Hidden files (``._name``,
+    ``__MACOSX``) and other files are skipped. A damaged member leaves no
+    file behind; the members before it (a .tar.gz) or all the others (a
+    .zip) are extracted. A zip whose central directory is missing (a
+    truncated download) is read from its local headers.
+
+    Parameters
+    ----------
+    archive : path
+        The downloaded ``.zip`` or ``.tar[.gz|.bz2|.xz]`` archive.
+    target : path
+        Folder to extract into (created if needed).
+    max_member_bytes, max_case_bytes : int, optional
+        Refuse a member that decompresses beyond ``max_member_bytes``, or whose
+        case (:func:`case_of_member`) does beyond ``max_case_bytes``.
+
+    Returns
+    -------
+    refused : dict of str to str
+        Unsafe members (absolute paths, ``..`` components, links, special
+        files) -> reason.
+    damaged : dict of str to str
+        Members that could not be read completely (truncated, bad CRC) or
+        broke a bound -> reason.
+
+    Raises
+    ------
+    ValueError
+        If ``archive`` is neither a zip nor a tar archive, or a limit is not positive.
+    """
+    return _archives.extract_members(
+        archive, target, wanted=_wanted, case_of=case_of_member,
+        max_member_bytes=max_member_bytes, max_case_bytes=max_case_bytes,
+    )
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    """The decoded bytes of a ``.nii[.gz]`` file; CaseError naming it on any problem."""
+    try:
+        with open(path, "rb") as handle:
+            if not (magic := handle.read(2)):
+                raise CaseError(f"{path}: empty file (0 bytes); was a copy or download interrupted?")
+            handle.seek(0)
+            raw = _archives.gunzip(handle, limit=limit) if magic == _GZIP_MAGIC else handle.read()
+    except CaseError:
+        raise
+    except ArchiveDamage as error:
+        raise CaseError(f"{path}: cannot be decoded ({error}, the max_bytes bound)") from error
+    except (gzip.BadGzipFile, zlib.error) as error:
+        check = "CRC/length check failed" if re.search("CRC|length", str(error)) else "corrupt compressed data"
+        raise CaseError(f"{path}: cannot be decoded ({check}: {error})") from error
+    except EOFError as error:
+        interrupted = "was a copy or download interrupted?"
+        raise CaseError(f"{path}: cannot be decoded (truncated: {error}); {interrupted}") from error
+    except Exception as error:  # noqa: BLE001 - any reading failure is reported per file
+        raise CaseError(f"{path}: cannot be decoded ({type(error).__name__}: {error})") from error
+    if len(raw) < _NIFTI_HEADER_BYTES:
+        raise CaseError(f"{path}: {len(raw)} bytes, too short for a NIfTI header ({_NIFTI_HEADER_BYTES})")
+    return raw
