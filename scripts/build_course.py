@@ -4,7 +4,7 @@
 The pipeline has three steps:
 
 1. make sure the data for the chosen profile exist
-   (``tutorial_lib.data.ensure_course_data``);
+   (``tutorial_lib.course_data.ensure_course_data``);
 2. execute each chapter listed in ``_toc.yml`` with papermill on the
    ``brats-course`` kernel into ``<out>/course/notebooks/`` (the source
    notebooks are never modified), timing each one, and remove the exercises'
@@ -461,7 +461,7 @@ def _ensure_data(profile: str, cache_dir: Path | None, n_cases: int | None = Non
     A ``--cache-dir`` is only read, never written: it holds the user's prepared
     real data, and generating synthetic cases into it would spoil it.
     """
-    from tutorial_lib import data
+    from tutorial_lib import course_data, data
     from tutorial_lib.config import get_profile
 
     if cache_dir is not None:
@@ -469,9 +469,9 @@ def _ensure_data(profile: str, cache_dir: Path | None, n_cases: int | None = Non
         print(f"data: {cache_dir} ({len(manifest['cases'])} cases, downsample {manifest['downsample']}, "
               f"{len(split['train'])} train / {len(split['val'])} val / {len(split['test'])} test)", flush=True)
         return Path(cache_dir)
-    settings = get_profile(profile) | ({} if n_cases is None else {"n_cases": n_cases})
-    path = data.ensure_course_data(settings)
-    print(f"data for profile {profile!r}, {settings['n_cases']} synthetic cases: {path}", flush=True)
+    n_cases = get_profile(profile, n_cases=n_cases)["n_cases"]
+    path = course_data.ensure_course_data(profile, n_cases=n_cases)
+    print(f"data for profile {profile!r}, {n_cases} synthetic cases: {path}", flush=True)
     return Path(path)
 
 

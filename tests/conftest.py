@@ -134,7 +134,7 @@ def write_tiny_case(
 def copy_as_course_cache(cache_dir: Path, data_root: Path) -> Path:
     """A copy of the synthetic ``cache_dir`` that reads as the course's own, under ``data_root``.
 
-    The manifest's sources are pointed at ``data.synthetic_raw_dir`` there, where
+    The manifest's sources are pointed at ``course_data.synthetic_raw_dir`` there, where
     ``ensure_course_data`` would have generated the cases (with the same seed 0 as
     ``raw_dataset``); set ``BRATS_COURSE_DATA`` to ``data_root`` before using it.
     """

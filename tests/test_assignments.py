@@ -126,9 +126,9 @@ def _cell(notebook, grade_id):
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    from tutorial_lib import data
+    from tutorial_lib import course_data
 
-    data.ensure_course_data("ci")  # the chapters read the ci cache; make it before the clock starts
+    course_data.ensure_course_data("ci")  # the chapters read the ci cache; make it before the clock starts
     root = tmp_path_factory.mktemp("round_trip")
     course = root / "course"
     release = assignments.release(ROUND_TRIP, profile="ci", course_dir=course, out=root / "release",

@@ -29,7 +29,7 @@ def test_open_chapter_resolves_settings_once_and_reads_the_cache(tiny_cache, cap
 def test_data_kind_names_the_course_generated_cases_synthetic(tiny_cache):
     chapter = open_chapter("ci", cache_dir=tiny_cache)
     assert chapter.data_kind == "BraTS"  # prepared from a download-like folder
-    # The same cases as if ensure_course_data had generated them: data.synthetic_raw_dir's layout.
+    # The same cases as if ensure_course_data had generated them: course_data.synthetic_raw_dir's layout.
     cases = {case_id: {**entry, "source": "/elsewhere/data/synthetic/n6"}
              for case_id, entry in chapter.manifest["cases"].items()}
     assert dataclasses.replace(chapter, manifest={**chapter.manifest, "cases": cases}).data_kind == "synthetic"

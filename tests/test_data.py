@@ -1,4 +1,4 @@
-"""Tests of tutorial_lib.data: cache loaders, targets, light imports and the course data set-up."""
+"""Tests of tutorial_lib.data: cache loaders, targets and light imports."""
 
 from __future__ import annotations
 
@@ -7,11 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import copy_as_course_cache
 
-from tutorial_lib import data
 from tutorial_lib.data import (
-    ensure_course_data,
     labels_to_target,
     load_case,
     load_manifest,
@@ -82,50 +79,6 @@ def test_synthetic_cache_fixture(cache_dir):
     assert entry["original_shape"] == [240, 240, 155] and entry["padding"][2] == [0, 5]
 
 
-def test_ensure_course_data_generates_once(tmp_path, monkeypatch, tiny_case_writer):
-    calls = []
-
-    def fake_make_dataset(out_dir, n_cases, *, seed=0, workers=1, **kwargs):
-        calls.append(n_cases)
-        for index in range(n_cases):
-            tiny_case_writer(out_dir, f"Synth_{index:04d}", seed=index)
-
-    from tutorial_lib import synthetic
-
-    monkeypatch.setattr(synthetic, "make_dataset", fake_make_dataset)
-    monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path))
-    profile = {"n_cases": 3, "downsample": 4}
-    cache = ensure_course_data(profile, workers=1)
-    assert cache == tmp_path / "cache" / "synthetic-n3-k4"
-    assert len(load_manifest(cache)["cases"]) == 3 and calls == [3]
-    assert ensure_course_data(profile, workers=1) == cache and calls == [3]  # second call: nothing to do
-    (cache / "split.json").unlink()  # an interrupted earlier run is completed, not redone
-    assert ensure_course_data(profile, workers=1) == cache and (cache / "split.json").is_file()
-    assert data.data_root() == tmp_path
-
-
-def test_appearance_data_scans_the_course_patients_again(cache_dir, tiny_cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path / "data"))
-    course = copy_as_course_cache(cache_dir, tmp_path / "data")
-    test_cases = load_split(course)["test"]
-    site = data.ensure_appearance_data(course, "second_site", test_cases, workers=1)
-    assert site == tmp_path / "data" / "cache" / "synthetic-n4-k4-second_site"
-    assert sorted(load_manifest(site)["cases"]) == test_cases
-    for case_id in test_cases:  # the same patient (truth and brain), another scanner (image)
-        for name in ("label", "brain"):
-            np.testing.assert_array_equal(open_array(site, case_id, name), open_array(course, case_id, name))
-        assert not np.array_equal(open_array(site, case_id, "image"), open_array(course, case_id, "image"))
-    written = (site / "manifest.json").stat().st_mtime_ns
-    assert data.ensure_appearance_data(course, "second_site", test_cases) == site
-    assert (site / "manifest.json").stat().st_mtime_ns == written  # nothing made twice
-    with pytest.raises(ValueError, match="not cases of"):
-        data.ensure_appearance_data(course, "second_site", ["Synth_0009"])
-    with pytest.raises(ValueError, match="not a course synthetic cache"):
-        data.ensure_appearance_data(tiny_cache, "second_site", ["Tiny_0"])
-    with pytest.raises(ValueError, match="not a course synthetic cache"):  # the same cases from elsewhere:
-        data.ensure_appearance_data(cache_dir, "second_site", test_cases)  # their seeds are not known
-
-
 def test_numpy_readers_import_without_a_deep_learning_backend():
     # The library's light-import promise (CONTRIBUTING.md): reading a case never starts Keras.
     code = ("import sys; from tutorial_lib import baseline, config, data, experiments, ingest, metrics, "
@@ -143,7 +96,6 @@ def test_numpy_readers_import_without_a_deep_learning_backend():
 def test_unreadable_arrays_name_the_file(tiny_cache, tmp_path, content):
     import shutil
 
-    from tutorial_lib.data import open_array
 
     cache = tmp_path / "cache"
     shutil.copytree(tiny_cache / "cases" / "Tiny_0", cache / "cases" / "Tiny_0")

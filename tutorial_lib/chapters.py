@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from tutorial_lib import data
+from tutorial_lib import course_data, data
 from tutorial_lib.config import BRATS, get_profile
 
 __all__ = ["Chapter", "open_chapter", "versions"]
@@ -70,10 +70,10 @@ class Chapter:
     def data_kind(self) -> str:
         """``"synthetic"`` for the course's generated cases, else ``"BraTS"``: how prose names the data.
 
-        A cache counts as synthetic when :func:`tutorial_lib.data.is_course_synthetic`
+        A cache counts as synthetic when :func:`tutorial_lib.course_data.is_course_synthetic`
         says so: every case prepared from the folder ensure_course_data generates into.
         """
-        return "synthetic" if data.is_course_synthetic(self.manifest) else "BraTS"
+        return "synthetic" if course_data.is_course_synthetic(self.manifest) else "BraTS"
 
 
 def versions() -> str:
@@ -123,7 +123,7 @@ def open_chapter(
     import keras
 
     settings = MappingProxyType(get_profile(profile, group, **overrides))
-    cache_dir = Path(data.ensure_course_data(profile) if cache_dir is None else cache_dir)
+    cache_dir = Path(course_data.ensure_course_data(profile) if cache_dir is None else cache_dir)
     chapter = Chapter(profile=profile, settings=settings, cache_dir=cache_dir, split=data.load_split(cache_dir),
                       manifest=MappingProxyType(data.load_manifest(cache_dir)))
     keras.utils.set_random_seed(seed)
