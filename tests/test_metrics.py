@@ -48,19 +48,20 @@ def test_sensitivity_specificity(prediction, truth, sens, spec):
     assert metrics.specificity(prediction, truth) == pytest.approx(spec)
 
 
-def test_region_dice():
+def test_case_table_dice_per_region():
     # shape: (6,) BraTS labels
     pred = np.array([0, 2, 4, 4, 1, 0])
     true = np.array([0, 2, 1, 4, 1, 2])
     # WT: pred {1,2,3,4}, true {1,2,3,4,5} -> 8/9; TC: pred {2,3,4}, true {2,3,4} -> 1;
     # ET: pred {2,3}, true {3} -> 2/3
-    assert metrics.region_dice(pred, true) == pytest.approx({"WT": 8 / 9, "TC": 1.0, "ET": 2 / 3})
-    assert set(metrics.region_dice(pred, true)) == set(BRATS.regions)
+    row = metrics.case_table([pred], [true], case_ids=["a"], spacing=1.0, summary=False).loc["a"]
+    assert row[[f"dice_{region}" for region in BRATS.regions]].tolist() == pytest.approx([8 / 9, 1.0, 2 / 3])
 
 
-def test_region_dice_absent_region_counts_as_perfect():
+def test_case_table_counts_an_absent_region_as_perfect():
     labels = np.array([0, 2, 2])  # shape: (3,) edema only, no core
-    assert metrics.region_dice(labels, labels) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    row = metrics.case_table([labels], [labels], case_ids=["a"], spacing=1.0, summary=False).loc["a"]
+    assert row[["dice_WT", "dice_TC", "dice_ET"]].tolist() == [1.0, 1.0, 1.0]
 
 
 def _voxels(shape, *points):

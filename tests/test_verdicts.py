@@ -196,17 +196,6 @@ def test_paired_difference_keeps_cases_paired():
     assert low == pytest.approx(0.01) and high == pytest.approx(0.01)
 
 
-def test_seed_difference_interval():
-    # mean([1, 2, 3]) - mean([0, 0, 0]) = 2; resampled means never leave [1, 3] (too narrow with 3 runs)
-    estimate, low, high = verdicts.seed_difference_interval([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-    assert estimate == pytest.approx(2.0)
-    assert 1.0 <= low < 2.0 < high <= 3.0
-    # groups may differ in size: mean([0.8, 0.8]) - mean([0.7, 0.7, 0.7]) = 0.1, no spread
-    assert verdicts.seed_difference_interval([0.8, 0.8], [0.7, 0.7, 0.7]) == pytest.approx((0.1, 0.1, 0.1))
-    runs = ([1.0, 2.0, 3.0], [0.0, 0.5])
-    assert verdicts.seed_difference_interval(*runs, seed=3) == verdicts.seed_difference_interval(*runs, seed=3)
-
-
 BAD_INTERVAL_CALLS = [
     # shape: function, arguments, options -> error message fragment
     (verdicts.bootstrap_interval, ([],), {}, "non-empty"),
@@ -220,9 +209,6 @@ BAD_INTERVAL_CALLS = [
     (verdicts.bootstrap_interval, ([0.5],), {"statistic": lambda x: x.sum()}, "axis="),
     (verdicts.paired_difference_interval, ([0.5, 0.6], [0.5]), {}, "same cases"),
     (verdicts.paired_difference_interval, ([0.5], [float("nan")]), {}, "reference has NaN"),
-    (verdicts.seed_difference_interval, ([0.5], [0.4, 0.6]), {}, "at least 2 runs"),
-    (verdicts.seed_difference_interval, ([0.5, 0.6], []), {}, "reference_runs must be a non-empty"),
-    (verdicts.seed_difference_interval, ([0.5, 0.6], [0.4, 0.6]), {"resamples": 10}, "resamples"),
 ]
 
 

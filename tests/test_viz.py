@@ -63,14 +63,12 @@ def test_show_modalities_picks_the_slice_with_most_tumour(volume):
     fig.canvas.draw()
 
 
-def test_montage_and_planes(volume):
+def test_show_modalities_slices_any_plane(volume):
     image, label = volume
-    fig = viz.montage(image, n=4, label=label, columns=2)
-    assert len(fig.axes) == 4
-    fig = viz.montage(image[..., 0], n=3, plane="sagittal")
-    assert [ax.get_title() for ax in fig.axes] == ["sagittal 3", "sagittal 6", "sagittal 8"]
+    fig = viz.show_modalities(image, label, plane="sagittal")
+    assert fig._suptitle.get_text().startswith("sagittal slice ")
     with pytest.raises(ValueError, match="plane"):
-        viz.montage(image, plane="oblique")
+        viz.show_modalities(image, plane="oblique")
 
 
 def test_plot_history_accepts_histories_tables_and_several_runs():

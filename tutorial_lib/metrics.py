@@ -29,7 +29,6 @@ __all__ = [
     "binarise",
     "dice_coefficient",
     "region_masks",
-    "region_dice",
     "hausdorff95",
     "sensitivity",
     "specificity",
@@ -239,28 +238,6 @@ def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
     """
     labels = np.asarray(labels)
     return {region: np.isin(labels, values) for region, values in BRATS.regions.items()}
-
-
-def region_dice(pred_labels: np.ndarray, true_labels: np.ndarray) -> dict[str, float]:
-    """Dice per BraTS region (WT, TC, ET) of two label volumes.
-
-    Parameters
-    ----------
-    pred_labels, true_labels : ndarray of int
-        BraTS label volumes of equal shape, e.g. ``(x, y, z)``.
-
-    Returns
-    -------
-    dict of str to float
-        Region name -> Dice (1.0 where a region is absent from both).
-
-    Examples
-    --------
-    >>> region_dice(np.array([0, 2, 4, 4]), np.array([0, 2, 1, 4]))
-    {'WT': 1.0, 'TC': 1.0, 'ET': 0.6666666666666666}
-    """
-    predicted, true = region_masks(pred_labels), region_masks(true_labels)
-    return {region: dice_coefficient(predicted[region], true[region]) for region in predicted}
 
 
 def case_table(

@@ -10,7 +10,6 @@ Where the intervals come from:
 
 - :func:`bootstrap_interval`: a statistic of per-case values (e.g. per-case test Dice);
 - :func:`paired_difference_interval`: two models scored on the same test cases;
-- :func:`seed_difference_interval`: a few training seeds per model, one score per run;
 - :func:`seed_case_difference_interval`: a few seeds per model, each run scored per case.
 
 Three directions cover the study's claims. A magnitude such as "≈ +0.10" is kept in
@@ -56,7 +55,6 @@ __all__ = [
     "Claim",
     "bootstrap_interval",
     "paired_difference_interval",
-    "seed_difference_interval",
     "seed_case_difference_interval",
     "verdict",
     "combine",
@@ -252,67 +250,6 @@ def paired_difference_interval(
             "a paired difference needs the same cases in the same order"
         )
     return bootstrap_interval(variant_array - reference_array, confidence=confidence, resamples=resamples, seed=seed)
-
-
-def seed_difference_interval(
-    variant_runs: npt.ArrayLike,
-    reference_runs: npt.ArrayLike,
-    *,
-    confidence: float = 0.95,
-    resamples: int = 2000,
-    seed: int | None = 0,
-) -> tuple[float, float, float]:
-    """Difference of mean scores over training seeds, with a bootstrap interval over runs.
-
-    Runs are resampled with replacement within each group, independently, since run
-    ``i`` of the variant and run ``i`` of the reference share nothing but an index.
-    **With 3 runs per group this interval is rough and too narrow**: a resampled mean
-    never leaves the range of the runs, and the bootstrap ignores that the spread
-    itself is estimated from 3 numbers (an exact t interval would be several times
-    wider). Treat a decisive verdict from it as a hint, and prefer per-case scores with
-    :func:`paired_difference_interval` where a test set is available. A t interval is
-    not offered: Welch's needs t quantiles at fractional degrees of freedom, i.e. SciPy.
-
-    Parameters
-    ----------
-    variant_runs, reference_runs : array_like
-        One score per run (e.g. best validation Dice), 1-D, at least 2 each; the groups
-        may differ in size.
-    confidence, resamples, seed
-        As in :func:`bootstrap_interval`.
-
-    Returns
-    -------
-    tuple of float
-        ``(mean(variant_runs) - mean(reference_runs), low, high)``.
-
-    Raises
-    ------
-    ValueError
-        For a group with fewer than 2 runs, non-finite scores, or bad options.
-
-    Examples
-    --------
-    A t interval for these runs is about (-0.48, 4.48); the bootstrap stays inside
-    the range of the variant's runs:
-
-    >>> estimate, low, high = seed_difference_interval([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
-    >>> estimate, 1.0 <= low < high <= 3.0
-    (2.0, True)
-    """
-    groups = {"variant_runs": _finite_1d(variant_runs, "variant_runs")}
-    groups["reference_runs"] = _finite_1d(reference_runs, "reference_runs")
-    for what, runs in groups.items():
-        if runs.size < 2:
-            raise ValueError(
-                f"{what} has {runs.size} run; a spread over seeds needs at least 2 runs per group "
-                "(with one run each, compare per-case scores with paired_difference_interval)"
-            )
-    _check_options(confidence, resamples)
-    rng = np.random.default_rng(seed)
-    means = [runs[rng.integers(0, runs.size, size=(resamples, runs.size))].mean(axis=1) for runs in groups.values()]
-    variant_array, reference_array = groups.values()
-    return _percentile_interval(means[0] - means[1], variant_array.mean() - reference_array.mean(), confidence)
 
 
 def seed_case_difference_interval(

@@ -1,4 +1,4 @@
-"""Figures for the course: modalities, label overlays, montages, curves, a slice viewer.
+"""Figures for the course: modalities, label overlays, curves, a slice viewer.
 
 Every function returns a ``matplotlib.figure.Figure`` made without pyplot's
 global state, so a notebook shows it exactly once (as the cell's result, or
@@ -32,7 +32,6 @@ __all__ = [
     "label_colors",
     "show_modalities",
     "overlay",
-    "montage",
     "history_to_dict",
     "plot_history",
     "slice_viewer",
@@ -216,63 +215,6 @@ def show_modalities(
         axes[-1].set_title(f"{names[0]} + labels")
         _legend(fig)
     fig.suptitle(f"{plane} slice {index}")
-    return fig
-
-
-def montage(
-    volume: np.ndarray,
-    *,
-    n: int = 12,
-    label: np.ndarray | None = None,
-    plane: str = "axial",
-    columns: int = 6,
-    alpha: float = 0.4,
-) -> Figure:
-    """Evenly spaced slices of one volume in a grid.
-
-    Parameters
-    ----------
-    volume : numpy.ndarray
-        ``(x, y, z)``, or ``(x, y, z, channels)`` (the first channel is shown).
-    n : int, optional
-        Number of slices.
-    label : numpy.ndarray, optional
-        ``(x, y, z)`` labels or boolean mask to overlay.
-    plane : {"axial", "coronal", "sagittal"}, optional
-        Slicing plane.
-    columns : int, optional
-        Panels per row.
-    alpha : float, optional
-        Overlay opacity.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    Raises
-    ------
-    ValueError
-        If ``n`` < 1, or for a wrongly shaped volume or unknown plane.
-
-    Examples
-    --------
-    >>> fig = montage(np.random.rand(8, 8, 6), n=3)
-    """
-    volume = _check_image(volume)[..., 0]
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    axis = _axis_of(plane)
-    indices = np.unique(np.linspace(0, volume.shape[axis] - 1, n + 2).round().astype(int)[1:-1])
-    columns = min(columns, len(indices))
-    rows = -(-len(indices) // columns)
-    fig = Figure(figsize=(2.0 * columns, 2.0 * rows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
-    for ax, index in zip(axes, indices):
-        label2d = None if label is None else _take_slice(label, axis, index)
-        overlay(ax, _take_slice(volume, axis, index), label2d, alpha=alpha)
-        ax.set_title(f"{plane} {index}", fontsize="small")
-    for ax in axes[len(indices) :]:
-        ax.set_axis_off()
     return fig
 
 
