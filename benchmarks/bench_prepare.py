@@ -26,14 +26,12 @@ Examples
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 __all__ = ["read_nifti_case", "read_cache_case", "main"]
 

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -33,7 +32,6 @@ __all__ = [
     "default_size",
     "keras_device",
     "time_steps",
-    "cpu_peak_rss_bytes",
     "keras_peak_memory_bytes",
     "reset_keras_peak_memory",
     "print_table",
@@ -45,13 +43,14 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The GPU machine runs the scripts from a plain checkout without `pip install -e .`.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 # Before any framework import: tutorial_lib switches on TensorFlow's oneDNN
 # kernels, which TensorFlow reads once, at import. Without this line the
 # scripts timed TensorFlow on AMD CPUs without them, 2.7x slower.
-import tutorial_lib  # noqa: E402,F401
+try:
+    from tutorial_lib import costs
+except ImportError as error:  # a checkout without `pip install -e .`, such as the GPU machine's
+    raise SystemExit("benchmarks: tutorial_lib is not importable; run `make setup`, or run from the repository "
+                     "root with PYTHONPATH=. (as benchmarks/gpu_check.sh does)") from error
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 RESULT_PREFIX = "BENCH_JSON "
@@ -166,12 +165,6 @@ def time_steps(step: Callable[[], Any], *, steps: int, warmup: int) -> list[floa
     return times
 
 
-def cpu_peak_rss_bytes() -> int:
-    """Peak resident memory of this process so far (Linux reports kilobytes)."""
-    scale = 1 if platform.system() == "Darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
 def reset_keras_peak_memory() -> None:
     """Reset the accelerator's peak-memory counter where the backend allows it."""
     backend = active_backend()
@@ -212,7 +205,7 @@ def keras_peak_memory_bytes() -> tuple[int, str]:
         import torch
 
         return int(torch.cuda.max_memory_allocated()), "gpu"
-    return cpu_peak_rss_bytes(), "cpu-rss"
+    return costs.peak_rss_bytes() or -1, "cpu-rss"
 
 
 def print_table(title: str, rows: list[dict[str, Any]], *, file: Any = None) -> None:

@@ -23,14 +23,12 @@ Examples
 from __future__ import annotations
 
 import collections
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 __all__ = ["profile_step", "tables", "main"]
 

@@ -28,8 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 __all__ = ["BENCHMARKS", "main"]
 

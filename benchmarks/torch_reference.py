@@ -17,14 +17,11 @@ Run ``python benchmarks/torch_reference.py --help``.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 from typing import Any, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
-from tutorial_lib import costs  # noqa: E402
+from tutorial_lib import costs
 
 __all__ = [
     "PAPER_PARAMETERS",
@@ -230,7 +227,7 @@ def measure_torch_step(
     if device == "cuda":
         peak, where = torch.cuda.max_memory_allocated(), "gpu"
     else:
-        peak, where = common.cpu_peak_rss_bytes(), "cpu-rss"
+        peak, where = costs.peak_rss_bytes() or -1, "cpu-rss"
     layout = "channels_last_3d" if channels_last else "contiguous"
     return step_row(
         f"pytorch-ref ({layout})", "gpu" if device == "cuda" else "cpu", size, precision,

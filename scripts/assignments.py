@@ -43,11 +43,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import nbformat
+from build_course import read_chapters, select_chapters
 
 from tutorial_lib.config import PROFILES, get_profile
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_course import read_chapters, select_chapters  # noqa: E402
 
 __all__ = ["set_profile", "release", "collect", "grade", "read_grades", "main"]
 

@@ -85,12 +85,12 @@ def test_peak_growth_is_the_blocks_own_even_below_an_earlier_peak() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="compares with Linux's own figure")
 def test_the_getrusage_fallback_reports_bytes_like_linux(monkeypatch) -> None:
-    through_proc = costs._peak_rss_bytes()
+    through_proc = costs.peak_rss_bytes()
 
     def no_proc(path, *args, **kwargs):
         raise OSError(f"{path}: not mounted")
 
     monkeypatch.setattr("builtins.open", no_proc)
-    through_getrusage = costs._peak_rss_bytes()
+    through_getrusage = costs.peak_rss_bytes()
     # The same peak two ways: getrusage may also hold what this process had before it exec'd.
     assert 0.9 * through_proc <= through_getrusage <= 10 * through_proc

@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["conv_flops", "forward_flops", "activation_bytes", "training_memory", "PeakGrowth", "ReferenceGPU",
-           "REFERENCE_GPUS", "TRAINING_FLOPS_PER_FORWARD"]
+__all__ = ["conv_flops", "forward_flops", "activation_bytes", "training_memory", "PeakGrowth", "peak_rss_bytes",
+           "ReferenceGPU", "REFERENCE_GPUS", "TRAINING_FLOPS_PER_FORWARD"]
 
 # Forward pass + gradient for the inputs + gradient for the weights.
 TRAINING_FLOPS_PER_FORWARD = 3
@@ -118,8 +118,11 @@ def training_memory(model: Any, *, batch_size: int = 1) -> dict[str, int]:
             "activations": sum(activation_bytes(model, batch_size=batch_size).values())}
 
 
-def _peak_rss_bytes() -> int | None:
-    """This process's peak resident memory: Linux's VmHWM, else getrusage (None on Windows)."""
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory in bytes: Linux's VmHWM, else getrusage (None on Windows).
+
+    On Linux, :class:`PeakGrowth` resets the mark, so the figure is the peak since its last block.
+    """
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
@@ -166,11 +169,11 @@ class PeakGrowth:
         import psutil
 
         self._reset = _reset_peak()
-        self._start, self._peak = psutil.Process().memory_info().rss, _peak_rss_bytes()
+        self._start, self._peak = psutil.Process().memory_info().rss, peak_rss_bytes()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        peak = _peak_rss_bytes()
+        peak = peak_rss_bytes()
         known = peak is not None and (self._reset or peak > self._peak)
         self.bytes = max(0, peak - self._start) if known else None
 
