@@ -25,12 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import tutorial_lib  # noqa: F401
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tutorial_lib import baseline, data, ingest, synthetic  # noqa: E402
+from tutorial_lib import baseline, data, ingest, synthetic
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -21,10 +21,7 @@ import logging
 import sys
 from pathlib import Path
 
-# Runnable from a plain checkout, before `pip install -e .`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tutorial_lib.ingest import prepare_dataset  # noqa: E402
+from tutorial_lib.ingest import prepare_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
