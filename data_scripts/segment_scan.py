@@ -13,20 +13,19 @@ modalities the network takes and how its cache was down-sampled) or a
 The scans may come in any orientation and voxel size, all modalities on one
 grid and skull-stripped; the labels are written on the scan's own grid with
 its affine (see ``tutorial_lib.scans``). Exits with status 2 and one line
-naming the file and the problem on bad input.
+naming the file and the problem on bad input, and with status 1 and one line
+naming the folder, its free space and the size needed when the disk is full.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
 from pathlib import Path
 
-# Runnable from a plain checkout, before `pip install -e .`.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tutorial_lib.config import BRATS  # noqa: E402
+from tutorial_lib.config import BRATS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         except scans.ScanError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except OSError as error:
+            if error.errno != errno.ENOSPC:  # a full disk is said in one line, anything else in full
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     print(f"wrote {out}")
     return 0
 

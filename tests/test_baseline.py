@@ -18,12 +18,6 @@ def _ramp_case(tumour_from: int):
     return flair, flair >= tumour_from, np.ones(6, dtype=bool)
 
 
-def test_zscore_in_brain():
-    image = np.array([[1.0, 3.0], [9.0, 100.0]])  # shape: (2, 2)
-    brain = np.array([[True, True], [False, False]])
-    np.testing.assert_allclose(baseline.zscore_in_brain(image, brain), [[-1.0, 1.0], [0.0, 0.0]])
-
-
 # Rows: flair values, tumour mask, candidate -> Dice (by hand: 2|P&T| / (|P| + |T|)).
 TABLE = [
     # shape: (6,); tumour = {3,4,5}; t=2.5 -> P = {3,4,5}: exact.
@@ -94,8 +88,6 @@ def test_bad_thresholds_and_too_few_cases():
         baseline.fit_flair_threshold(*zip(case), thresholds=np.array([2.0, 1.0]))
     with pytest.raises(ValueError, match="at least 2"):
         baseline.leave_one_out_dice(*zip(case))
-    with pytest.raises(ValueError, match="empty"):
-        baseline.zscore_in_brain(np.ones(3), np.zeros(3, bool))
 
 
 def _write_cache(root, cases: dict, split: dict):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from tutorial_lib import experiments
+from tutorial_lib._files import DiskFullError, atomic_path
 from tutorial_lib.experiments import RECORD_FILE, cached_run, config_hash, data_id, load_record, run_dir, run_grid
 
 
@@ -176,3 +179,70 @@ def test_two_processes_asking_for_one_run_train_it_once(tmp_path):
     assert calls.read_text().count("trained") == 1, calls.read_text()
     assert sorted(out.strip() for out, _ in outputs) == ["9 False", "9 True"]  # one trained, one read
     assert not list(tmp_path.glob("*.lock")), "the lock file is left behind"
+
+
+def _save_weights(config, folder):
+    """A run that saves 80 kB of weights the way training does (through atomic_path) and a history."""
+    with atomic_path(folder / "best.weights.npy", suffix=".npy") as temporary:
+        np.save(temporary, np.zeros(10_000))
+    (folder / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    return {"score": config["x"]}
+
+
+@pytest.mark.parametrize("form", ["short write", "ENOSPC"])
+def test_a_full_disk_during_a_run_says_what_a_run_of_its_kind_takes(tmp_path, monkeypatch, form):
+    from test_files import FullDisk, needed_bytes
+
+    cached_run({"run": "demo", "x": 1}, _save_weights, root=tmp_path)
+    finished_bytes = sum(path.stat().st_size for path in run_dir({"run": "demo", "x": 1}, root=tmp_path).iterdir())
+    FullDisk(monkeypatch, room=1000, form=form)
+    config = {"run": "demo", "x": 2}
+    folder = run_dir(config, root=tmp_path)
+    with pytest.raises(DiskFullError) as caught:
+        cached_run(config, _save_weights, root=tmp_path)
+    message = str(caught.value)
+    assert caught.value.errno == errno.ENOSPC and isinstance(caught.value, OSError)
+    assert message.startswith(f"the disk holding {folder} is full: ")
+    assert message.endswith(" needed for this demo run; free space there or point BRATS_COURSE_RUNS at another disk")
+    assert needed_bytes(message) == pytest.approx(finished_bytes, rel=0.02)  # nothing of this run was kept
+    assert load_record(config, root=tmp_path) is None and list(folder.iterdir()) == []  # no temporary either
+    assert load_record({"run": "demo", "x": 1}, root=tmp_path)["results"] == {"score": 1}
+    monkeypatch.undo()  # space freed
+    assert cached_run(config, _save_weights, root=tmp_path) == ({"config": config, "results": {"score": 2}}, False)
+
+
+def test_a_full_disk_in_the_first_run_of_its_kind_and_on_another_disk(tmp_path):
+    config = {"run": "first", "x": 1}
+    folder = run_dir(config, root=tmp_path)
+
+    def full(config, out):  # as h5py reports it: errno, no file name
+        raise OSError(errno.ENOSPC, "Can't synchronously write data (file write failed)")
+
+    with pytest.raises(DiskFullError, match=f"^the disk holding {re.escape(str(folder))} is full "
+                                            r"\(writing this first run\): [\d.]+ [kMG]?B free; free space"):
+        cached_run(config, full, root=tmp_path)
+
+    elsewhere = OSError(errno.ENOSPC, "No space left on device", "/mnt/scratch/features.npy")
+
+    def fills_another_disk(config, out):
+        raise elsewhere
+
+    with pytest.raises(OSError) as caught:
+        cached_run(config, fills_another_disk, root=tmp_path)
+    assert caught.value is elsewhere  # that disk is not the run cache's: left as it was
+    assert load_record(config, root=tmp_path) is None
+
+
+def test_a_full_disk_while_writing_the_record_keeps_the_trained_run(tmp_path, monkeypatch):
+    config = {"run": "demo", "x": 3}
+
+    def no_room(path, payload, **kwargs):
+        with atomic_path(path) as temporary:
+            temporary.write_text("{")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(experiments, "write_json_atomic", no_room)
+    with pytest.raises(DiskFullError, match="BRATS_COURSE_RUNS"):
+        cached_run(config, _save_weights, root=tmp_path)
+    folder = run_dir(config, root=tmp_path)
+    assert sorted(path.name for path in folder.iterdir()) == ["best.weights.npy", "history.csv"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import subprocess
 import sys
 import tarfile
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -28,7 +30,7 @@ from tutorial_lib.sources import CaseError, read_nifti
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data_scripts"))
 import prepare_brats  # noqa: E402
-from conftest import tiny_volumes  # noqa: E402
+from conftest import OWN_PROCESS, tiny_volumes  # noqa: E402
 
 
 def _prepare(src, out, **kwargs):
@@ -126,6 +128,31 @@ def test_crop_box(shape, brain_box, expected_box, expected_padding):
     box, padding = crop_box(brain)
     assert box == expected_box
     assert padding == [[0, pad] for pad in expected_padding]
+
+
+ZSCORE_CASES = [
+    # shape: (2, 2) volume, brain mask -> z-scored volume (brain 1, 3: mean 2, std 1)
+    ([[1.0, 3.0], [9.0, 100.0]], [[True, True], [False, False]], [[-1.0, 1.0], [0.0, 0.0]]),
+    # a constant brain (a blank modality) has no spread: it becomes 0, not NaN
+    ([[5.0, 5.0], [5.0, 7.0]], [[True, True], [True, False]], [[0.0, 0.0], [0.0, 0.0]]),
+]
+
+
+@pytest.mark.parametrize("volume, brain, expected", ZSCORE_CASES)
+def test_zscore_in_brain(volume, brain, expected):
+    volume = np.array(volume, np.float32)
+    z, _, _ = ingest.zscore_in_brain(volume, np.array(brain))
+    np.testing.assert_allclose(z, expected)
+    assert z is not volume and z.dtype == np.float32
+    z, _, _ = ingest.zscore_in_brain(volume, np.array(brain), in_place=True)
+    assert z is volume
+
+
+@pytest.mark.parametrize("brain, words", [(np.zeros(3, bool), "empty"), (np.ones(3), "boolean"),
+                                          (np.ones(2, bool), "shape")])
+def test_zscore_in_brain_refuses_bad_masks(brain, words):
+    with pytest.raises(ValueError, match=words):
+        ingest.zscore_in_brain(np.ones(3, np.float32), brain)
 
 
 def test_downsampling_rules():
@@ -521,3 +548,124 @@ def test_directory_lock_serialises_and_leaves_no_file(tmp_path):
         thread.join()
     assert events == ["a in", "a out", "b in", "b out"]
     assert not lock.exists()
+
+
+# ----------------------------------------------------------------------------- full disk
+
+
+def _attempted(disk) -> list[str]:
+    """Case ids whose arrays ``numpy.save`` was asked to write (into ``.tmp-<id>-*``), in order."""
+    cases = [path.parent.name[len(".tmp-"):].rsplit("-", 1)[0] for path in disk.saved]
+    return list(dict.fromkeys(cases))
+
+
+_CASE_BYTES = 48 * 48 * 40 * (4 * 2 + 1 + 1)  # float16 image, brain and label arrays at downsample 4
+
+
+@pytest.mark.parametrize("form", ["short write", "ENOSPC"])
+def test_a_full_disk_stops_preparation_and_says_what_the_rest_needs(tmp_path, tiny_case_writer, monkeypatch, form):
+    from test_files import FullDisk, needed_bytes
+
+    for index in range(5):
+        tiny_case_writer(tmp_path / "src", f"Case_{index}", seed=index)
+    out = tmp_path / "cache"
+    disk = FullDisk(monkeypatch, room=2 * _CASE_BYTES + 100_000, form=form)  # two cases fit
+    report = _prepare(tmp_path / "src", out, downsample=4)
+    assert _attempted(disk) == ["Case_0", "Case_1", "Case_2"]  # none after the one that found the disk full
+    assert (report.prepared, list(report.failed)) == (["Case_0", "Case_1"], ["Case_2"])
+    message = report.failed["Case_2"]
+    assert message.startswith(f"the disk holding {out / 'cases'} is full: ")
+    assert message.endswith(" needed for the 3 remaining case(s); free space there or point BRATS_COURSE_DATA "
+                            "(or --out) at another disk")
+    case_bytes = sum(path.stat().st_size for path in (out / "cases" / "Case_0").iterdir())
+    assert needed_bytes(message) == pytest.approx(3 * case_bytes, rel=0.02)
+    reason = f"the disk holding {out / 'cases'} is full (see case Case_2)"
+    assert report.not_attempted == {"Case_3": reason, "Case_4": reason} and not report.ok
+    assert f"NOT ATTEMPTED Case_3, Case_4: {reason}" in report.summary()
+    assert "1 failed" in report.summary() and "2 not attempted" in report.summary()
+    _no_leftovers(out)  # the torn case left nothing
+    assert sorted(json.loads((out / "manifest.json").read_text())["cases"]) == ["Case_0", "Case_1"]
+    for case in ("Case_0", "Case_1"):
+        assert np.load(out / "cases" / case / "image.npy").shape == (48, 48, 40, 4)
+    monkeypatch.undo()  # space freed: the next run prepares the rest
+    again = _prepare(tmp_path / "src", out, downsample=4)
+    assert (again.skipped, again.prepared, again.ok) == (["Case_0", "Case_1"], ["Case_2", "Case_3", "Case_4"], True)
+
+
+class _ThreadPool(ThreadPoolExecutor):
+    """ingest's worker pool in threads of this process, so that the patched ``numpy.save`` applies in them."""
+
+    def __init__(self, max_workers, mp_context, initializer, initargs):
+        super().__init__(max_workers=max_workers, initializer=initializer, initargs=initargs)
+
+
+def test_parallel_workers_stop_once_a_case_finds_the_disk_full(tmp_path, tiny_case_writer, monkeypatch):
+    from test_files import FullDisk
+
+    for index in range(8):
+        tiny_case_writer(tmp_path / "src", f"Case_{index}", seed=index)
+    monkeypatch.setattr(ingest, "ProcessPoolExecutor", _ThreadPool)
+    monkeypatch.setattr(ingest, "_DISK_FULL", None)  # the initializer sets it; restored afterwards
+    disk, process = FullDisk(monkeypatch, room=2 * _CASE_BYTES + 100_000), ingest._process
+
+    def slow_read(case, root, downsample):  # reading a real case takes longer than the parent takes to react
+        result = process(case, root, downsample)
+        if disk.room == 0:
+            ingest._DISK_FULL.wait(10)
+        return result
+
+    monkeypatch.setattr(ingest, "_process", slow_read)
+    report = _prepare(tmp_path / "src", tmp_path / "cache", downsample=4, workers=2)
+    cases = {f"Case_{index}" for index in range(8)}
+    assert set(report.prepared) | set(report.failed) | set(report.not_attempted) == cases
+    assert set(_attempted(disk)) == set(report.prepared) | set(report.failed)
+    assert len(report.prepared) <= 2 and 1 <= len(report.failed) <= 2  # at most the cases in flight fail
+    first = [message for message in report.failed.values() if "remaining case(s)" in message]
+    assert len(first) == 1 and first[0].startswith(f"the disk holding {tmp_path / 'cache' / 'cases'} is full: ")
+    assert len(report.not_attempted) >= 4 and "NOT ATTEMPTED" in report.summary()
+    _no_leftovers(tmp_path / "cache")
+    for case in report.prepared:
+        assert np.load(tmp_path / "cache" / "cases" / case / "label.npy").shape == (48, 48, 40)
+
+
+# A real full disk: a 6 MB tmpfs mounted in a user namespace of its own (where the kernel allows one).
+_ON_A_SMALL_DISK = """
+import json, os, sys
+from pathlib import Path
+import numpy as np
+from tutorial_lib.ingest import prepare_dataset
+if __name__ == "__main__":
+    out = Path(sys.argv[2]) / "cache"
+    report = prepare_dataset(sys.argv[1], out, downsample=4, workers=2, progress=False)
+    for case in report.prepared:
+        np.load(out / "cases" / case / "image.npy")
+    print(json.dumps({"prepared": report.prepared, "failed": report.failed, "not_attempted": report.not_attempted,
+                      "left": sorted(os.listdir(out / "cases"))}))
+"""
+
+
+@OWN_PROCESS
+def test_preparing_onto_a_real_full_disk_with_worker_processes(tmp_path, tiny_case_writer):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["unshare", "--map-root-user", "--mount", "sh", "-c", f"mount -t tmpfs -o size=6m tmpfs {disk} && "
+             + '"$0" "$@"', sys.executable, "-c", "import sys; sys.exit(0)"]
+    try:
+        if subprocess.run(mount, capture_output=True, timeout=60).returncode:
+            pytest.skip("no user namespace to mount a small file system in")
+    except FileNotFoundError:
+        pytest.skip("no unshare command")
+    for index in range(12):
+        tiny_case_writer(tmp_path / "src", f"Case_{index:02d}", seed=index)
+    script = tmp_path / "prepare.py"
+    script.write_text(_ON_A_SMALL_DISK)
+    done = subprocess.run(mount[:-2] + [str(script), str(tmp_path / "src"), str(disk)], capture_output=True,
+                          text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    everything = {f"Case_{index:02d}" for index in range(12)}
+    assert set(result["prepared"]) | set(result["failed"]) | set(result["not_attempted"]) == everything
+    assert result["prepared"] and result["not_attempted"] and 1 <= len(result["failed"]) <= 2
+    first = [message for message in result["failed"].values() if "remaining case(s)" in message]
+    assert len(first) == 1 and first[0].startswith(f"the disk holding {disk / 'cache' / 'cases'} is full: "), first
+    assert result["left"] == sorted(result["prepared"])  # no temporary folder, no half case

@@ -188,3 +188,57 @@ def test_the_module_imports_without_keras():
     # CONTRIBUTING.md's light-import promise: only load_network starts Keras.
     code = "import sys; from tutorial_lib import scans; assert 'keras' not in sys.modules, sorted(sys.modules)[:5]"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.fixture()
+def small_scan(tmp_path) -> tuple[scans.Network, Path]:
+    """A small FLAIR scan and a network that marks its bright voxels: enough to reach the writing of the labels."""
+    from conftest import tiny_volumes
+
+    images, _, affine = tiny_volumes(seed=2)
+    nib.save(nib.Nifti1Image(images["flair"], affine), tmp_path / "flair.nii.gz")
+    inputs = keras.Input((None, None, None, 1))
+    model = keras.Model(inputs, keras.layers.Conv3D(1, 1, activation="sigmoid")(inputs))
+    model.layers[-1].set_weights([np.full((1, 1, 1, 1, 1), 8.0, "float32"), np.array([-12.0], "float32")])
+    return scans.Network(model, ("flair",), 4), tmp_path / "flair.nii.gz"
+
+
+def _full_disk_for_nifti(monkeypatch) -> None:
+    """``nibabel.save`` as on a full disk: part of the file, then ENOSPC (what gzip's write raises)."""
+    def torn(image, filename):
+        Path(filename).write_bytes(b"\x1f\x8b" + bytes(100))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", torn)
+
+
+def test_a_full_disk_says_so_and_writes_nothing(small_scan, tmp_path, monkeypatch):
+    from test_files import needed_bytes
+
+    network, flair = small_scan
+    out = tmp_path / "out" / "seg.nii.gz"
+    out.parent.mkdir()
+    _full_disk_for_nifti(monkeypatch)
+    with pytest.raises(scans.DiskFullError) as caught:
+        scans.segment_scan(network, {"flair": flair}, out)
+    message = str(caught.value)
+    assert caught.value.errno == 28 and isinstance(caught.value, OSError)
+    assert message.startswith(f"the disk holding {out.parent} is full: ")
+    assert message.endswith(" needed for seg.nii.gz; free space there or write the labels to another disk")
+    assert list(out.parent.iterdir()) == []  # neither the labels nor a temporary
+    monkeypatch.undo()  # space freed
+    written = scans.segment_scan(network, {"flair": flair}, out).stat().st_size
+    assert written / 2 <= needed_bytes(message) <= written * 2  # "about": the estimate is the file's size
+
+
+def test_the_command_reports_a_full_disk_in_one_line(small_scan, tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO / "data_scripts"))
+    import segment_scan
+
+    network, flair = small_scan
+    monkeypatch.setattr(scans, "load_network", lambda path, downsample=None: network)
+    _full_disk_for_nifti(monkeypatch)
+    status = segment_scan.main(["--model", str(tmp_path), "--flair", str(flair), "--out", str(tmp_path / "seg.nii.gz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and err[-1].startswith(f"error: the disk holding {tmp_path} is full: "), err
+    assert not (tmp_path / "seg.nii.gz").exists()

@@ -8,24 +8,137 @@ interrupted run leaves either the old file or the new one, never a torn one.
 :func:`atomic_dir` does the same for a folder of files (a prepared or
 generated case). :func:`directory_lock` makes processes that would write the
 same thing (a cache, a run) take turns.
+
+A write that fails because the disk is full raises :class:`DiskFullError`
+(an ``OSError`` with ``errno.ENOSPC``) naming the folder and its free space,
+instead of NumPy's bare "737280 requested and 388992 written";
+:func:`full_disk_error` lets a caller say how much its remaining work needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-__all__ = ["UMASK", "atomic_path", "atomic_dir", "write_json_atomic", "directory_lock"]
+__all__ = ["UMASK", "DiskFullError", "full_disk_error", "atomic_path", "atomic_dir", "write_json_atomic",
+           "directory_lock"]
 
 # tempfile creates private (0600/0700) entries; finished files get the usual permissions.
 UMASK = os.umask(0o022)
 os.umask(UMASK)
+
+# NumPy's ndarray.tofile reports a short write without an errno.
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+
+
+class DiskFullError(OSError):
+    """A write failed because the disk (or the user's quota) is full; ``errno`` is ``ENOSPC``.
+
+    Made by :func:`full_disk_error`. Attributes ``folder`` (the folder written
+    to), ``free`` (its free bytes, None if unknown) and ``needed`` (estimated
+    bytes needed, None if unknown).
+    """
+
+    folder: Path
+    free: int | None = None
+    needed: int | None = None
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in decimal units: ``_size(737280) == '737 kB'``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n} B"
+
+
+def _free_bytes(folder: Path) -> int | None:
+    for candidate in (folder, *folder.parents):  # the folder itself may not exist yet
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+def full_disk_error(
+    error: BaseException, folder: str | os.PathLike, *, needed: int | None = None, purpose: str = "",
+    hint: str = "free space there or write to another disk",
+) -> DiskFullError | None:
+    """A :class:`DiskFullError` for ``error`` if it says the disk is full, else None.
+
+    A full disk is an ``OSError`` with ``errno`` ``ENOSPC`` or ``EDQUOT``, or
+    NumPy's short write ("N requested and M written", no errno).
+
+    Parameters
+    ----------
+    error : BaseException
+        What the write raised (a :class:`DiskFullError` is re-worded).
+    folder : path-like
+        The folder that was written to; its free space is measured now.
+    needed : int, optional
+        Estimated bytes the work still needs ("about"); without it, the
+        message gives a lower bound if ``error`` holds one ("at least": a
+        :class:`DiskFullError`'s estimate, or the bytes a short write asked for).
+    purpose : str, optional
+        What those bytes are for ("the 3 remaining cases").
+    hint : str, optional
+        What to do about it.
+
+    Examples
+    --------
+    >>> full = full_disk_error(OSError("737280 requested and 388992 written"), "/", purpose="image.npy")
+    >>> full.errno == errno.ENOSPC, str(full).startswith("the disk holding / is full: ")
+    (True, True)
+    >>> str(full).split(" free, ")[1]
+    'at least 737 kB needed for image.npy; free space there or write to another disk'
+    >>> full_disk_error(OSError(errno.EACCES, "Permission denied"), "/") is None
+    True
+    """
+    if not isinstance(error, OSError):
+        return None
+    short = _SHORT_WRITE.search(str(error)) if error.errno is None else None
+    if not (isinstance(error, DiskFullError) or short or error.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return None
+    about = "about" if needed is not None else "at least"
+    if needed is None:
+        needed = getattr(error, "needed", None) or (int(short.group(1)) if short else None)
+    folder = Path(folder)
+    free = _free_bytes(folder)
+    message = f"the disk holding {folder} is full"
+    if error.errno == errno.EDQUOT:
+        message += " (or your quota on it is used up)"
+    if needed is None and purpose:
+        message += f" (writing {purpose})"
+    message += ": " + ("free space unknown" if free is None else f"{_size(free)} free")
+    if needed is not None:
+        message += f", {about} {_size(needed)} needed" + (f" for {purpose}" if purpose else "")
+    disk_full = DiskFullError(errno.ENOSPC, message + (f"; {hint}" if hint else ""))
+    disk_full.folder, disk_full.free, disk_full.needed = folder, free, needed
+    return disk_full
+
+
+@contextlib.contextmanager
+def _reporting_full_disk(folder: Path, purpose: str) -> Iterator[None]:
+    """Raise a :class:`DiskFullError` naming ``folder`` for a full-disk ``OSError`` in the block."""
+    try:
+        yield
+    except OSError as error:
+        full = full_disk_error(error, folder, purpose=purpose)
+        if full is None:
+            raise
+        raise full from error
 
 
 @contextlib.contextmanager
@@ -46,6 +159,11 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
         An empty file to write to. If the block raises, it is deleted and
         ``path`` is left as it was.
 
+    Raises
+    ------
+    DiskFullError
+        If the disk is full (whatever the writer raised), naming the folder.
+
     Examples
     --------
     >>> import tempfile, pathlib
@@ -56,17 +174,18 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
     'done'
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~UMASK)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with _reporting_full_disk(path.parent, path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+        os.close(handle)
+        temporary = Path(name)
+        try:
+            yield temporary
+            os.chmod(temporary, 0o666 & ~UMASK)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -82,17 +201,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     ------
     pathlib.Path
         The folder to fill. If the block raises, it is deleted with its contents.
+
+    Raises
+    ------
+    DiskFullError
+        If the disk is full (whatever the writer raised), naming the folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    try:
-        yield temporary
-        os.chmod(temporary, 0o777 & ~UMASK)
-        os.replace(temporary, path)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+    with _reporting_full_disk(path.parent, path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+        try:
+            yield temporary
+            os.chmod(temporary, 0o777 & ~UMASK)
+            os.replace(temporary, path)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
 
 
 def write_json_atomic(

@@ -7,7 +7,7 @@ training cases and scores it on held-out cases. On real BraTS such a threshold
 reaches roughly Dice 0.6-0.7; a network has to beat it to be worth its cost.
 
 Volumes are ``(x, y, z)`` arrays; FLAIR is expected z-scored inside the brain
-(as in the prepared cache, see :func:`zscore_in_brain`).
+(as in the prepared cache, see :func:`tutorial_lib.ingest.zscore_in_brain`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from tutorial_lib.metrics import dice_coefficient
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
-    "zscore_in_brain",
     "threshold_dice_table",
     "fit_flair_threshold",
     "flair_threshold_dice",
@@ -33,43 +32,6 @@ __all__ = [
 
 # Candidate cuts in z-score units; tumour FLAIR lies well inside this range.
 DEFAULT_THRESHOLDS = np.round(np.arange(-1.0, 6.0001, 0.02), 4)
-
-
-def zscore_in_brain(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Z-score ``image`` with the mean and standard deviation inside ``brain``.
-
-    Parameters
-    ----------
-    image : numpy.ndarray
-        Intensity volume, shape ``(x, y, z)``.
-    brain : numpy.ndarray
-        Boolean brain mask of the same shape.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``float32`` volume, zero outside the brain.
-
-    Raises
-    ------
-    ValueError
-        If shapes differ or the mask is empty.
-
-    Examples
-    --------
-    >>> zscore_in_brain(np.array([1.0, 3.0, 9.0]), np.array([True, True, False])).tolist()
-    [-1.0, 1.0, 0.0]
-    """
-    brain = _as_mask(brain, "brain")
-    if image.shape != brain.shape:
-        raise ValueError(f"image shape {image.shape} != brain shape {brain.shape}")
-    if not brain.any():
-        raise ValueError("brain mask is empty; cannot z-score")
-    values = image[brain].astype(np.float64)
-    scale = values.std() or 1.0
-    out = np.zeros(image.shape, dtype=np.float32)
-    out[brain] = (values - values.mean()) / scale
-    return out
 
 
 def _as_mask(mask: np.ndarray, name: str) -> np.ndarray:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
 
-from tutorial_lib._files import directory_lock, write_json_atomic
+from tutorial_lib._files import DiskFullError, directory_lock, full_disk_error, write_json_atomic
 from tutorial_lib.data import data_root
 
 __all__ = ["RECORD_FILE", "config_hash", "data_id", "run_root", "run_dir", "load_record", "cached_run", "run_grid"]
@@ -231,6 +231,9 @@ def cached_run(
     ValueError
         If ``run_fn`` returns something other than a dict of JSON values, or a
         result name repeats a configuration key; nothing is recorded then.
+    DiskFullError
+        If the disk holding the run folder fills up, saying how much a run of
+        this kind takes; whatever the run saved stays, so it resumes there.
 
     Examples
     --------
@@ -252,10 +255,37 @@ def cached_run(
         record = load_record(config, root=root)  # another process may have finished it while we waited
         if record is not None:
             return record, True
-        folder.mkdir(parents=True, exist_ok=True)
-        record = _make_record(config, run_fn(dict(config), folder))
-        write_json_atomic(folder / RECORD_FILE, record, sort_keys=True, default=_to_json_value)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            record = _make_record(config, run_fn(dict(config), folder))
+            write_json_atomic(folder / RECORD_FILE, record, sort_keys=True, default=_to_json_value)
+        except OSError as error:
+            full = _run_disk_full(error, folder)
+            if full is None:
+                raise
+            raise full from error
     return record, False
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _run_disk_full(error: OSError, folder: Path) -> DiskFullError | None:
+    """A full disk met while running into ``folder``, with what a finished run of its kind takes."""
+    where = getattr(error, "folder", None) or (Path(error.filename).parent if error.filename else folder)
+    if not Path(where).resolve().is_relative_to(folder.resolve()):
+        return None  # the run filled another disk; its own error says which
+    kind = folder.name.rsplit("-", 1)[0]
+    finished = sorted(_folder_bytes(other) for other in folder.parent.glob(f"{kind}-*")
+                      if other != folder and (other / RECORD_FILE).is_file())
+    message = {"purpose": f"this {kind} run", "hint": "free space there or point BRATS_COURSE_RUNS at another disk"}
+    full = full_disk_error(error, folder, **message)
+    if full is None or not finished:
+        return full
+    # About what a finished run of this kind holds, less what this one saved (at least what the write asked for).
+    needed = max(finished[len(finished) // 2] - _folder_bytes(folder), full.needed or 0)
+    return full_disk_error(error, folder, needed=needed, **message) if needed > 0 else full
 
 
 def _table_value(value: Any) -> Any:

@@ -27,6 +27,7 @@ The cache layout is described in ``CONTRIBUTING.md``. Arrays are channels-last:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm  # text, never a widget: the built book keeps no kernel to draw one
 
-from tutorial_lib._files import atomic_dir, directory_lock, write_json_atomic
+from tutorial_lib._files import atomic_dir, directory_lock, full_disk_error, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.sources import (
     MAX_CASE_BYTES,
@@ -62,6 +63,7 @@ __all__ = [
     "downsample_image",
     "downsample_mask",
     "downsample_label",
+    "zscore_in_brain",
     "normalise_case",
     "split_sizes",
     "split_cases",
@@ -96,6 +98,10 @@ class PrepareReport:
     warnings : dict of str to str
         Case id -> note on a prepared case (for example an empty label or
         modality, or an id already prepared from another source).
+    not_attempted : dict of str to str
+        Case id -> why it was not prepared: once a case finds the disk full
+        (its ``failed`` message says how much space the remaining cases
+        need), the cases not yet started are left for a later run.
     """
 
     out_dir: Path
@@ -106,11 +112,12 @@ class PrepareReport:
     rejected_members: dict[str, str] = field(default_factory=dict)
     warnings: dict[str, str] = field(default_factory=dict)
     damaged_members: dict[str, str] = field(default_factory=dict)
+    not_attempted: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        """True when no case failed and no archive member was refused or damaged."""
-        return not self.failed and not self.rejected_members and not self.damaged_members
+        """True when every case was prepared and no archive member was refused or damaged."""
+        return not (self.failed or self.rejected_members or self.damaged_members or self.not_attempted)
 
     def summary(self) -> str:
         """One-paragraph human-readable summary, listing every problem."""
@@ -118,9 +125,13 @@ class PrepareReport:
             f"{self.layout}: {len(self.prepared)} prepared, {len(self.skipped)} already done, "
             f"{len(self.failed)} failed, {len(self.rejected_members)} archive member(s) refused"
             + (f", {len(self.damaged_members)} damaged" if self.damaged_members else "")
+            + (f", {len(self.not_attempted)} not attempted" if self.not_attempted else "")
             + f" -> {self.out_dir}"
         ]
         lines += [f"  FAILED {case}: {message}" for case, message in sorted(self.failed.items())]
+        for why in sorted(set(self.not_attempted.values())):
+            cases = sorted(case for case, reason in self.not_attempted.items() if reason == why)
+            lines.append(f"  NOT ATTEMPTED {', '.join(cases)}: {why}")
         lines += [f"  REFUSED {name}: {why}" for name, why in sorted(self.rejected_members.items())]
         lines += [f"  DAMAGED {name}: {why}" for name, why in sorted(self.damaged_members.items())]
         lines += [f"  note {case}: {message}" for case, message in sorted(self.warnings.items())]
@@ -239,15 +250,57 @@ def downsample_label(label: np.ndarray, factor: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- one case
 
 
-def _zscore(volume: np.ndarray, brain: np.ndarray) -> dict[str, float]:
-    """Z-score ``volume`` in place with the brain's statistics; 0 outside the brain."""
+def zscore_in_brain(
+    volume: np.ndarray, brain: np.ndarray, *, in_place: bool = False
+) -> tuple[np.ndarray, float, float]:
+    """Z-score ``volume`` with the mean and standard deviation of its brain voxels; 0 outside.
+
+    Scanners give arbitrary intensity units; after this every modality of every case is
+    in "standard deviations from the brain's mean". A brain of one constant value (a
+    blank modality) has no spread to divide by and becomes 0.
+
+    Parameters
+    ----------
+    volume : numpy.ndarray
+        Intensities ``(x, y, z)``.
+    brain : numpy.ndarray
+        Boolean mask of the same shape, not empty.
+    in_place : bool, optional
+        Overwrite ``volume`` (float) instead of returning a float32 copy; preparing a
+        full-size case does, to halve its peak memory.
+
+    Returns
+    -------
+    z : numpy.ndarray
+        The z-scored volume.
+    mean, std : float
+        The brain's statistics (``std`` is 1.0 where the brain is constant).
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, ``brain`` is not boolean, or it is empty.
+
+    Examples
+    --------
+    >>> z, mean, std = zscore_in_brain(np.array([1.0, 3.0, 9.0]), np.array([True, True, False]))
+    >>> z.tolist(), mean, std
+    ([-1.0, 1.0, 0.0], 2.0, 1.0)
+    """
+    brain = np.asarray(brain)
+    if brain.dtype != bool or volume.shape != brain.shape:
+        raise ValueError(f"brain must be a boolean mask of the volume's shape {volume.shape}, "
+                         f"got {brain.dtype} {brain.shape}")
+    if not brain.any():
+        raise ValueError("brain mask is empty; cannot z-score")
     values = volume[brain]
     mean, std = float(values.mean(dtype=np.float64)), float(values.std(dtype=np.float64))
     std = std if std > 1e-6 else 1.0  # a constant modality becomes 0 instead of dividing by 0
-    volume -= mean
-    volume /= std
-    volume[~brain] = 0.0
-    return {"mean": mean, "std": std}
+    z = volume if in_place else volume.astype(np.float32)
+    z -= mean
+    z /= std
+    z[~brain] = 0.0
+    return z, mean, std
 
 
 def _volumes_cm3(label: np.ndarray, voxel_mm3: float) -> dict[str, float]:
@@ -308,7 +361,8 @@ def normalise_case(
     image, stats = np.empty([n // downsample for n in brain.shape] + [len(modalities)], dtype), {}
     for channel, modality in enumerate(modalities):
         volume = _apply_crop(images.pop(modality), box, padding)
-        stats[modality] = _zscore(volume, brain)
+        _, mean, std = zscore_in_brain(volume, brain, in_place=True)
+        stats[modality] = {"mean": mean, "std": std}
         image[..., channel] = downsample_image(volume, downsample)
     geometry = {"original_shape": original_shape, "crop_box": box, "padding": padding, "downsample": downsample}
     return image, downsample_mask(brain, downsample), geometry, stats
@@ -366,18 +420,37 @@ def _write_case(cases_dir: Path, case_id: str, arrays: dict[str, np.ndarray], me
         write_json_atomic(tmp / "case.json", meta)
 
 
+# In a worker process: the event the parent sets once a case found the disk full (see _run_cases).
+_DISK_FULL: Any = None
+
+
+def _init_worker(disk_full: Any) -> None:
+    global _DISK_FULL
+    _DISK_FULL = disk_full
+
+
+def _disk_was_full() -> bool:
+    return _DISK_FULL is not None and _DISK_FULL.is_set()
+
+
 def _prepare_one(
     case: CaseSource, root: Path, cases_dir: Path, downsample: int, source: str = ""
 ) -> tuple[str, str, str]:
-    """Worker: returns (case_id, "prepared" | "failed", message)."""
+    """Worker: returns (case_id, "prepared" | "failed" | "disk full" | "not attempted", message)."""
+    if _disk_was_full():
+        return case.case_id, "not attempted", ""
     try:
         arrays, meta = _process(case, root, downsample)
         meta["source"] = source  # so a later import of the same id from elsewhere is noticed
+        if _disk_was_full():  # found full while this case was being read
+            return case.case_id, "not attempted", ""
         _write_case(cases_dir, case.case_id, arrays, meta)
         return case.case_id, "prepared", "; ".join(meta["notes"])
     except CaseError as error:
         return case.case_id, "failed", str(error)
     except Exception as error:  # noqa: BLE001 - one broken case must not stop the import
+        if full_disk_error(error, cases_dir) is not None:  # but a full disk does: see _run_cases
+            return case.case_id, "disk full", str(error)
         return case.case_id, "failed", f"{type(error).__name__}: {error}"
 
 
@@ -488,20 +561,60 @@ def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
     write_json_atomic(out_dir / "split.json", split)
 
 
+def _case_bytes(downsample: int) -> int:
+    """Bytes of one prepared case's arrays (float16 image, brain, label) with their .npy headers."""
+    return math.prod(n // downsample for n in BRATS.crop_shape) * (2 * len(BRATS.modalities) + 2) + 3 * 128
+
+
+def _full_disk_outcome(result: tuple[str, str, str], full: list[str], remaining: int, cases_dir: Path,
+                       downsample: int) -> tuple[str, str, str]:
+    """``result`` as reported: the first "disk full" (noted in ``full``) says what the ``remaining`` cases need."""
+    case_id, status, message = result
+    if status == "disk full" and not full:
+        full.append(case_id)
+        error = full_disk_error(
+            OSError(errno.ENOSPC, message), cases_dir, needed=remaining * _case_bytes(downsample),
+            purpose=f"the {remaining} remaining case(s)",
+            hint="free space there or point BRATS_COURSE_DATA (or --out) at another disk")
+        return case_id, "failed", str(error)
+    if status in ("disk full", "not attempted"):  # a case in flight found it too / one never started
+        reason = f"the disk holding {cases_dir} is full (see case {full[0]})"
+        return case_id, "failed" if status == "disk full" else status, reason
+    return result
+
+
 def _run_cases(todo: list[CaseSource], root: Path, cases_dir: Path, downsample: int, workers: int,
                progress: bool, source: str) -> Iterator[tuple[str, str, str]]:
+    """Prepare ``todo``; yields (case_id, "prepared" | "failed" | "not attempted", message).
+
+    The first case that finds the disk full stops the run: the cases not
+    started yet are not attempted (queued ones are cancelled, and workers skip
+    the ones they already took), those in flight end either way, and every
+    case already written stays.
+    """
     bar = tqdm(total=len(todo), desc="preparing cases", unit="case", disable=not progress)
+    full: list[str] = []  # the case that found the disk full first
     if workers == 1:
-        for case in todo:
-            yield _prepare_one(case, root, cases_dir, downsample, source)
+        for done, case in enumerate(todo):
+            result = (case.case_id, "not attempted", "") if full else _prepare_one(
+                case, root, cases_dir, downsample, source)
+            yield _full_disk_outcome(result, full, len(todo) - done, cases_dir, downsample)
             bar.update()
     else:
         # "spawn": forking a process that already runs TensorFlow/JAX threads can deadlock.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = [pool.submit(_prepare_one, case, root, cases_dir, downsample, source) for case in todo]
-            for future in as_completed(futures):
-                yield future.result()
+        disk_full = context.Event()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(disk_full,)) as pool:
+            futures = {pool.submit(_prepare_one, case, root, cases_dir, downsample, source): case for case in todo}
+            for done, future in enumerate(as_completed(futures)):
+                result = (futures[future].case_id, "not attempted", "") if future.cancelled() else future.result()
+                outcome = _full_disk_outcome(result, full, len(todo) - done, cases_dir, downsample)
+                if full and not disk_full.is_set():
+                    disk_full.set()
+                    for pending in futures:
+                        pending.cancel()  # only those no worker has taken yet; the others check disk_full
+                yield outcome
                 bar.update()
     bar.close()
 
@@ -520,8 +633,11 @@ def prepare_dataset(
     """Validate, crop, normalise and cache every case of a BraTS download.
 
     Finished cases in ``out_dir`` are skipped, so an interrupted run resumes;
-    a failing case is reported and the others are still prepared. The
-    manifest and split are rebuilt from all finished cases at the end.
+    a failing case is reported and the others are still prepared, except
+    after a full disk: the case that found it fails with a message naming
+    the folder, its free space and what the remaining cases need, and the
+    cases not started are reported in ``not_attempted``. The manifest and
+    split are rebuilt from all finished cases at the end.
 
     Parameters
     ----------
@@ -620,9 +736,14 @@ def _collect(results: Iterable[tuple[str, str, str]], report: PrepareReport) -> 
         if status == "failed":
             report.failed[case_id] = message
             logger.warning("case %s failed: %s", case_id, message)
+        elif status == "not attempted":
+            report.not_attempted[case_id] = message
         else:
             report.prepared.append(case_id)
             if message:
                 report.warnings[case_id] = message
                 logger.info("case %s: %s", case_id, message)
     report.prepared.sort()
+    if report.not_attempted:
+        logger.warning("%d case(s) not attempted: %s", len(report.not_attempted),
+                       next(iter(report.not_attempted.values())))

@@ -31,12 +31,14 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from tutorial_lib import inference, ingest
+from tutorial_lib._files import DiskFullError, full_disk_error
 from tutorial_lib.config import BRATS, get_profile
 
 __all__ = ["TRAINING_AXES", "ScanError", "ScanWarning", "Network", "read_scan", "training_grid", "resample",
@@ -242,6 +244,9 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     ScanError
         For bad input (see :func:`read_scan`, :func:`load_network`) or a
         modality the network needs but was not given.
+    DiskFullError
+        If the disk holding ``out_path`` is full (an ``OSError``); nothing is
+        written then.
 
     Examples
     --------
@@ -269,5 +274,11 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     labels = inference._labels_on_original_grid(probabilities > threshold, geometry)
     labels = resample(labels, grid, affine, reference.shape, order=0).astype(np.uint8)
     out = Path(out_path)
-    inference._save_nifti_atomically(labels, affine, out)
+    try:
+        inference._save_nifti_atomically(labels, affine, out)
+    except DiskFullError as error:
+        # About what the file takes: the labels (gzip-compressed for .nii.gz) after a 352-byte header.
+        size = len(zlib.compress(labels.tobytes(), 6)) if out.name.endswith(".gz") else labels.nbytes
+        raise full_disk_error(error, out.parent, needed=size + 352, purpose=out.name,
+                              hint="free space there or write the labels to another disk") from error
     return out
