@@ -112,3 +112,51 @@ def test_atomic_dir_deletes_the_half_filled_folder_when_the_block_fails(tmp_path
             (folder / "image.npy").write_bytes(b"half")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """Module -> the tutorial_lib modules it imports, at any depth of its code (read, not run)."""
+    import ast
+
+    modules = {path.stem: path for path in (REPO / "tutorial_lib").glob("*.py") if path.stem != "__init__"}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tutorial_lib"):
+                found.add(node.module.removeprefix("tutorial_lib").lstrip("."))
+                found.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.startswith("tutorial_lib.")]
+                found.update(name.removeprefix("tutorial_lib.") for name in names)
+        graph[name] = (found & set(modules)) - {name}
+    return graph
+
+
+def test_the_library_has_no_import_cycle() -> None:
+    graph, state, cycles = _library_imports(), {}, []
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for other in sorted(graph[name]):
+            if state.get(other) == "open":
+                cycles.append(trail[trail.index(other):] + [other])
+            elif other not in state:
+                visit(other, trail + [other])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert graph["course_data"] >= {"ingest", "synthetic", "data"}, "the graph reader found the imports"
+    assert cycles == []
+
+
+def test_scripts_never_edit_sys_path() -> None:
+    # A script run puts its own folder first; tests reach scripts through pytest's pythonpath (pyproject.toml).
+    edits = [f"{path.relative_to(REPO)}:{number}"
+             for folder in ("benchmarks", "scripts", "data_scripts", "tutorial_lib")
+             for path in sorted((REPO / folder).glob("*.py"))
+             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+             if "sys.path.insert" in line or "sys.path.append" in line]
+    assert edits == []
