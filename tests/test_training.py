@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from tutorial_lib import metrics, training
+from tutorial_lib import _checkpoints, metrics, training
 from tutorial_lib.datasets import VolumeDataset
 from tutorial_lib.training import (
     DamagedBackupError,
@@ -401,7 +401,7 @@ def uninterrupted(tiny_cache, tmp_path_factory):
 @pytest.mark.parametrize("method, when", KILL_POINTS)
 def test_a_kill_at_any_point_resumes_like_an_uninterrupted_run(tiny_cache, tmp_path, monkeypatch, uninterrupted,
                                                                method, when):
-    original = getattr(training._CommitEpochs, method)
+    original = getattr(_checkpoints.CommitEpochs, method)
 
     def killed(self, *args):
         if len(self.rows) == 1 and when == "before":  # epoch 0 committed, epoch 1 under way
@@ -410,10 +410,10 @@ def test_a_kill_at_any_point_resumes_like_an_uninterrupted_run(tiny_cache, tmp_p
         if len(self.rows) == 1 and when == "after":
             raise Killed(method)
 
-    monkeypatch.setattr(training._CommitEpochs, method, killed)
+    monkeypatch.setattr(_checkpoints.CommitEpochs, method, killed)
     with pytest.raises(Killed):
         _run_on_cache(tiny_cache, tmp_path)
-    monkeypatch.setattr(training._CommitEpochs, method, original)
+    monkeypatch.setattr(_checkpoints.CommitEpochs, method, original)
     (tmp_path / "backup" / ".state.json.x1y2.tmp").write_text("{")  # as kill -9 during a write leaves
     resumed_seen = _run_on_cache(tiny_cache, tmp_path)[0].seen
     seen, reference, best = uninterrupted
@@ -432,17 +432,17 @@ def test_a_kill_at_any_point_resumes_like_an_uninterrupted_run(tiny_cache, tmp_p
 
 
 def test_a_kill_before_done_json_finishes_without_training_again(tmp_path, monkeypatch):
-    write = training.write_json_atomic
+    write = _checkpoints.write_json_atomic
 
     def killed(path, payload, **kwargs):
         if Path(path).name == "done.json":
             raise Killed("before done.json")
         write(path, payload, **kwargs)
 
-    monkeypatch.setattr(training, "write_json_atomic", killed)
+    monkeypatch.setattr(_checkpoints, "write_json_atomic", killed)
     with pytest.raises(Killed):
         train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=2, **FAST)
-    monkeypatch.setattr(training, "write_json_atomic", write)
+    monkeypatch.setattr(_checkpoints, "write_json_atomic", write)
     recorder = EpochRecorder()
     history = train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=2, callbacks=[recorder], **FAST)
     assert recorder.epochs == [] and history.epoch == [0, 1]

@@ -31,7 +31,8 @@ import numpy as np
 
 from tutorial_lib import augment, datasets, inference, losses, models, training
 from tutorial_lib.config import get_profile
-from tutorial_lib.data import TARGETS, ensure_appearance_data, load_manifest, load_split, modality_indices, target_prior
+from tutorial_lib.course_data import ensure_appearance_data
+from tutorial_lib.data import TARGETS, load_manifest, load_split, modality_indices, target_prior
 from tutorial_lib.experiments import data_id
 
 __all__ = [
@@ -186,7 +187,7 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     patches centred on enhancing tumour). Chapter 08's: ``augmentation`` (the
     settings of a :class:`tutorial_lib.augment.Augmentation`, ``None``: none)
     and ``train_appearance`` (``"varied"``: the same training patients drawn by
-    the varied generator, :func:`tutorial_lib.data.ensure_appearance_data`;
+    the varied generator, :func:`tutorial_lib.course_data.ensure_appearance_data`;
     validation stays on the course's cases). ``changes`` replace single keys;
     an unknown key raises ``ValueError``.
 

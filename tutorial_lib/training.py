@@ -1,4 +1,4 @@
-"""One training entry point that checkpoints, resumes, logs and fails loudly.
+"""Training a segmentation network: one call that checkpoints, resumes, logs and fails loudly.
 
 :func:`train` compiles a model with a loss from :mod:`tutorial_lib.losses`
 and :class:`DiceMetric`, then fits it while
@@ -11,18 +11,13 @@ and :class:`DiceMetric`, then fits it while
   stopping with :class:`NonFiniteLossError` when the loss or a weight becomes
   NaN/inf; no file with a non-finite weight is ever written.
 
-Every file is written under a temporary name and renamed. At each epoch end
-the backup's weights (with the optimizer state) go to a new file, then one
-JSON file, ``backup/state.json``, commits the epoch, the name of that
-weights file and every history row so far; ``history.csv`` is rewritten
-from it. A run killed at any point thus resumes from the last committed
-epoch with exactly its history, and a cache reader continues the same
-shuffling (:meth:`tutorial_lib.datasets.VolumeDataset.set_epoch`).
-
 A finished run writes ``out_dir/final.weights.h5`` and ``out_dir/done.json``;
 calling ``train`` again with the same ``out_dir`` loads those weights into
 the model and returns the stored history instead of training again, so a
-notebook can be re-executed cheaply.
+notebook can be re-executed cheaply. How the folder keeps these promises
+through a kill at any moment (each epoch committed by one atomic rename,
+damaged backups detected) is the business of :mod:`tutorial_lib._checkpoints`;
+using ``train`` does not require reading it.
 
 Mixed precision and several devices are set up around the model *before*
 it is built, because a Keras layer fixes its dtype and its variables'
@@ -38,26 +33,36 @@ Arrays are channels-last, ``(batch, x, y, z, channels)``.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import sys
 import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import keras
-import numpy as np
 import pandas as pd
 from keras import ops
 
+from tutorial_lib import _checkpoints
 from tutorial_lib import losses as losses_module
-from tutorial_lib._files import atomic_path, write_json_atomic
+from tutorial_lib._checkpoints import (
+    BEST_FILE,
+    DONE_FILE,  # noqa: F401 - scans.py finds a finished run by training.DONE_FILE
+    FINAL_WEIGHTS_FILE,
+    HISTORY_FILE,
+    DamagedBackupError,
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    non_finite_weights,
+)
 from tutorial_lib.data import NonFiniteDataError, check_finite
 
 __all__ = [
     "DiceMetric",
     "EpochSummary",
+    "train",
+    "load_history",
+    "load_best",
     "NonFiniteLossError",
     "NonFiniteWeightsError",
     "NonFiniteDataError",
@@ -66,19 +71,7 @@ __all__ = [
     "gpu_available",
     "precision_scope",
     "distribution_scope",
-    "load_history",
-    "load_best",
-    "train",
 ]
-
-_POLICIES = {None: "float32", "float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-HISTORY_FILE = "history.csv"
-BEST_FILE = "best.keras"
-FINAL_WEIGHTS_FILE = "final.weights.h5"
-DONE_FILE = "done.json"
-BACKUP_DIR = "backup"
-STATE_FILE = "state.json"
-
 
 # Floor of DiceMetric's sample count, so result() is 0 rather than 0/0 before any update.
 _TINY_COUNT = 1e-7
@@ -106,6 +99,7 @@ class DiceMetric(keras.metrics.Metric):
 
     Examples
     --------
+    >>> import numpy as np
     >>> metric = DiceMetric()
     >>> metric.update_state(np.ones((2, 4, 1)), np.array([[0.9] * 4, [0.9, 0.9, 0.1, 0.1]])[..., None])
     >>> round(float(metric.result()), 4)  # mean of 1.0 and 2*2/(4+2)
@@ -182,530 +176,6 @@ class EpochSummary(keras.callbacks.Callback):
             return
         values = ", ".join(f"{key} {float(logs[key]):.3f}" for key in self.keys if key in logs)
         print(f"epoch {epoch + 1}/{last}: {values}", flush=True)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised by :func:`train` when the training loss becomes NaN or infinite."""
-
-
-class NonFiniteWeightsError(NonFiniteLossError):
-    """Raised by :func:`train` when a weight becomes NaN or infinite (the loss may still be finite)."""
-
-
-class DamagedBackupError(OSError):
-    """The backup of an interrupted run cannot be read; the message names the file and how to restart."""
-
-
-def _policy_name(mixed_precision: str | None) -> str:
-    if mixed_precision not in _POLICIES:
-        raise ValueError(
-            f"mixed_precision must be None, 'bfloat16' or 'float16', got {mixed_precision!r}"
-        )
-    return _POLICIES[mixed_precision]
-
-
-def gpu_available() -> bool:
-    """Whether the active Keras backend (TensorFlow, JAX or PyTorch) sees a GPU.
-
-    Chapter 03 uses it to switch mixed precision on, and the benchmarks to
-    choose their volume size.
-
-    Examples
-    --------
-    >>> isinstance(gpu_available(), bool)
-    True
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() != "cpu"
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
-@contextlib.contextmanager
-def precision_scope(mixed_precision: str | None) -> Iterator[str]:
-    """Build models under a mixed-precision dtype policy, then restore the old one.
-
-    Layers created inside compute in ``bfloat16``/``float16`` and keep their
-    variables in ``float32``. The global Keras policy is restored on exit, so
-    models built later are unaffected.
-
-    Parameters
-    ----------
-    mixed_precision : {None, "bfloat16", "float16"}
-        ``None`` builds in plain ``float32``.
-
-    Yields
-    ------
-    str
-        The Keras policy name in force, e.g. ``"mixed_bfloat16"``.
-
-    Raises
-    ------
-    ValueError
-        For an unknown precision.
-
-    Examples
-    --------
-    >>> with precision_scope("bfloat16"):
-    ...     layer = keras.layers.Dense(2)
-    >>> layer.compute_dtype
-    'bfloat16'
-    """
-    policy = _policy_name(mixed_precision)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
-        yield policy
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-@contextlib.contextmanager
-def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
-    """Data parallelism over several devices with the backend's own engine.
-
-    Build *and* train the model inside the ``with`` block. Each batch is
-    split across the devices, so use a batch size divisible by their number.
-
-    * TensorFlow: ``tf.distribute.MirroredStrategy`` (one replica per device,
-      gradients all-reduced). On several machines use
-      ``tf.distribute.MultiWorkerMirroredStrategy()`` instead, with a
-      ``TF_CONFIG`` environment variable on each worker naming the cluster
-      (``{"cluster": {"worker": ["host1:12345", "host2:12345"]},
-      "task": {"type": "worker", "index": 0}}``) and the same script on every
-      worker.
-    * JAX: ``keras.distribution.DataParallel`` made global with
-      ``keras.distribution.set_distribution``. On several machines call
-      ``keras.distribution.initialize(job_addresses, num_processes,
-      process_id)`` first on every process.
-
-    Parameters
-    ----------
-    devices : sequence of str, optional
-        Device names (``"/gpu:0"``, ``"/cpu:1"`` on TensorFlow; ``"gpu:0"``,
-        ``"cpu:1"`` on JAX). Default: every GPU, or every CPU device if there
-        is no GPU.
-
-    Yields
-    ------
-    tf.distribute.Strategy or keras.distribution.DataParallel
-        The engine in force.
-
-    Raises
-    ------
-    ValueError
-        On a backend other than TensorFlow or JAX.
-
-    Examples
-    --------
-    >>> with distribution_scope() as engine:  # doctest: +SKIP
-    ...     model = models.unet((48, 48, 40, 1), filters=(8, 16, 32))
-    ...     train(model, train_data, val_data, out_dir="runs/dp", epochs=2)
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if devices is None:
-            found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-            devices = [device.name for device in found]
-        strategy = tf.distribute.MirroredStrategy(devices=list(devices))
-        with strategy.scope():
-            yield strategy
-    elif backend == "jax":
-        previous = keras.distribution.distribution()
-        engine = keras.distribution.DataParallel(devices=None if devices is None else list(devices))
-        keras.distribution.set_distribution(engine)
-        try:
-            yield engine
-        finally:
-            keras.distribution.set_distribution(previous)
-    else:
-        raise ValueError(f"distribution_scope supports the tensorflow and jax backends, not {backend!r}")
-
-
-def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
-    """Read ``out_dir/history.csv`` as one row per epoch (index ``epoch``).
-
-    The file is rewritten (atomically) from the backup's committed rows at
-    every epoch end and on resume, so it never misses a committed epoch. After
-    a NaN stop it also holds the failed epoch's row, for diagnosis; should a
-    row appear twice, the later one is kept.
-
-    Parameters
-    ----------
-    out_dir : path
-        The ``out_dir`` given to :func:`train`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``loss``, ``dice`` and, with validation data, ``val_loss``,
-        ``val_dice``, plus ``learning_rate`` where Keras logs it.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the folder holds no ``history.csv``.
-
-    Examples
-    --------
-    >>> load_history("runs/3d")["val_dice"].max()  # doctest: +SKIP
-    """
-    path = Path(out_dir) / HISTORY_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: no training has logged to {out_dir}")
-    frame = pd.read_csv(path)
-    frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
-    # Columns never filled (older CSVLogger logs add empty val_* ones) say nothing.
-    return frame.set_index("epoch").dropna(axis="columns", how="all")
-
-
-def load_best(out_dir: str | os.PathLike) -> keras.Model:
-    """The model of the best epoch of a run (``out_dir/best.keras``), ready to predict.
-
-    Parameters
-    ----------
-    out_dir : path
-        The ``out_dir`` given to :func:`train`.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the run has not finished an epoch yet.
-
-    Examples
-    --------
-    >>> model = load_best("runs/ch03-0a1b2c3d4e5f6a7b")  # doctest: +SKIP
-    """
-    path = Path(out_dir) / BEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the run in {out_dir} has not kept a best epoch yet")
-    return keras.saving.load_model(path)
-
-
-def _history_from_csv(out_dir: Path, model: keras.Model) -> keras.callbacks.History:
-    frame = load_history(out_dir)
-    history = keras.callbacks.History()
-    history.set_model(model)
-    history.epoch = [int(epoch) for epoch in frame.index]
-    history.history = {column: frame[column].astype(float).tolist() for column in frame.columns}
-    return history
-
-
-class _StopOnNonFiniteLoss(keras.callbacks.TerminateOnNaN):
-    """Keras' TerminateOnNaN that also remembers where the loss went bad."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch = 0
-        self.failure: tuple[int, int, float] | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.epoch = epoch
-
-    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)) and self.failure is None:
-            self.failure = (self.epoch, batch, float(loss))
-        super().on_batch_end(batch, logs)
-
-
-def non_finite_weights(model: keras.Model) -> list[str]:
-    """Paths of the model's float variables holding NaN or inf (empty when all are finite).
-
-    One fused reduction on the device screens every variable; names are
-    looked up only when it fails.
-    """
-    variables = [v for v in model.weights if "float" in str(v.dtype)]
-    if not variables or bool(ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in variables]))):
-        return []
-    return [v.path for v in variables if not bool(ops.all(ops.isfinite(v)))]
-
-
-def _read_state(backup: Path) -> dict[str, Any] | None:
-    """The committed state of an interrupted run, or None when there is none."""
-    path = backup / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        state = json.loads(path.read_text())
-        weights = backup / state["weights"]
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights} is missing")
-        return {**state, "weights": weights}
-    except (ValueError, KeyError, TypeError, OSError) as error:
-        raise _damaged(path, error) from error
-
-
-def _damaged(path: Path, error: BaseException) -> DamagedBackupError:
-    return DamagedBackupError(
-        f"{path}: the backup of the interrupted run cannot be read ({type(error).__name__}: {error}). "
-        f"To start this run again from epoch 0, pass overwrite=True to train() "
-        f"or delete {path.parent}."
-    )
-
-
-def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    with atomic_path(path, suffix=".csv") as temporary:
-        pd.DataFrame(rows, columns=_columns(rows)).to_csv(temporary, index=False)
-
-
-def _numbers(logs: dict[str, Any]) -> dict[str, float]:
-    """The epoch's logged scalars as floats; a caller's non-numeric entry is not a history column."""
-    row = {}
-    for name, value in logs.items():
-        try:
-            row[name] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return row
-
-
-def _columns(rows: list[dict[str, float]]) -> list[str]:
-    names = ["epoch"]
-    for row in rows:
-        names += [name for name in row if name not in names]
-    return names
-
-
-def _remove_temporaries(out_dir: Path) -> None:
-    """Delete the temporary files of a killed run (``atomic_path`` names them ``.<name>.*``)."""
-    leftovers = [out_dir.glob(f".{name}.*") for name in (BEST_FILE, HISTORY_FILE, FINAL_WEIGHTS_FILE, DONE_FILE)]
-    leftovers.append((out_dir / BACKUP_DIR).glob(".*"))
-    for group in leftovers:
-        for path in group:
-            path.unlink(missing_ok=True)
-
-
-class _CommitEpochs(keras.callbacks.Callback):
-    """Best model, backup and history of a run, written so that a kill never tears them.
-
-    At each epoch end, once the loss and every weight are known to be finite:
-    ``best.keras`` (if the monitored value improved), then
-    ``backup/epoch-<n>.weights.h5``, then ``history.csv`` and finally the
-    commit, ``backup/state.json`` (epoch, weights file, history rows, best
-    value); older weights files are deleted last. Each write is a rename.
-    """
-
-    def __init__(self, out_dir: Path, monitor: str, nan_guard: _StopOnNonFiniteLoss, reader: Any) -> None:
-        super().__init__()
-        self.out_dir, self.backup, self.monitor, self.nan_guard = out_dir, out_dir / BACKUP_DIR, monitor, nan_guard
-        _remove_temporaries(out_dir)
-        self.state = _read_state(self.backup)
-        self.rows: list[dict[str, float]] = [] if self.state is None else self.state["history"]
-        self.best: float | None = None if self.state is None else self.state["best"]
-        self.start = 0 if self.state is None else self.state["epoch"] + 1
-        self.failure: str | None = None
-        self.reader = reader if hasattr(reader, "set_epoch") else None
-        # Before fit too: Keras fetches the first batches (to build the model) before any callback runs.
-        self.on_epoch_begin(self.start)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        # A cache reader's order depends on its epoch; Keras' epoch is the one that survives a resume.
-        if self.reader is not None and self.reader.epoch != epoch:
-            self.reader.set_epoch(epoch)
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.state is not None:
-            self._restore(self.state["weights"])
-            _write_history(self.out_dir / HISTORY_FILE, self.rows)
-        # Keras' own BackupAndRestore resumes the same way, through fit's starting epoch.
-        self.model._initial_epoch = self.start
-
-    def _restore(self, weights: Path) -> None:
-        # train() built the optimizer, so its state in the file loads too.
-        try:
-            self.model.load_weights(str(weights))
-        except Exception as error:  # noqa: BLE001 - h5py reports a torn file in many ways
-            raise _damaged(weights, error) from error
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        row = {"epoch": epoch, **_numbers(logs or {})}
-        self.failure = self._problem(epoch)
-        if self.failure is not None:
-            # The failed epoch is logged for diagnosis but neither kept nor committed.
-            self.model.stop_training = True
-            _write_history(self.out_dir / HISTORY_FILE, self.rows + [row])
-            return
-        value = row.get(self.monitor)
-        if value is not None and np.isfinite(value) and (self.best is None or value > self.best):
-            self._save_best()
-            self.best = value
-        self._commit(epoch, row)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self.model._initial_epoch = None
-
-    def _problem(self, epoch: int) -> str | None:
-        if self.nan_guard.failure is not None:
-            epoch, batch, value = self.nan_guard.failure
-            return f"training loss became {value} at epoch {epoch}, batch {batch}"
-        bad = non_finite_weights(self.model)
-        if bad:
-            return f"{len(bad)} weight variable(s) became NaN or inf during epoch {epoch}: {bad[:5]}"
-        return None
-
-    def _save_best(self) -> None:
-        with atomic_path(self.out_dir / BEST_FILE, suffix=".keras") as temporary:
-            self.model.save(str(temporary), overwrite=True)
-
-    def _commit(self, epoch: int, row: dict[str, float]) -> None:
-        weights = self.backup / f"epoch-{epoch:05d}.weights.h5"
-        self._save_weights(weights)
-        rows = self.rows + [row]
-        _write_history(self.out_dir / HISTORY_FILE, rows)
-        self._write_state({"epoch": epoch, "weights": weights.name, "history": rows, "best": self.best})
-        self.rows = rows
-        for old in self.backup.glob("epoch-*.weights.h5"):
-            if old != weights:
-                old.unlink(missing_ok=True)
-
-    def _save_weights(self, path: Path) -> None:
-        # Keras picks the weights format from the file name, so the temporary keeps the suffix.
-        with atomic_path(path, suffix=".weights.h5") as temporary:
-            self.model.save_weights(str(temporary))
-
-    def _write_state(self, state: dict[str, Any]) -> None:
-        write_json_atomic(self.backup / STATE_FILE, state)
-
-
-# What train() compiled each live model with, and its optimizer's fresh state.
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _reset_if_compiled(model: keras.Model, settings: tuple, learning_rate: float) -> bool:
-    """If train() compiled ``model`` with ``settings``, reset its optimizer as a new compile would.
-
-    Compiling again would drop the traced training step, and tracing it costs a
-    small network as much as a short training (benchmarks/bench_grid_training.py);
-    a grid trains one architecture once per seed, learning rate or loss.
-    """
-    compiled = _COMPILED.get(model)
-    # Checked on TensorFlow only: under JAX a second fit shuffles unlike a new model's.
-    if compiled is None or compiled[0] != settings or keras.backend.backend() != "tensorflow":
-        return False
-    for variable, fresh in zip(model.optimizer.variables, compiled[1], strict=True):
-        variable.assign(fresh)  # step count, moments, loss scale: as a new optimizer starts
-    model.optimizer.learning_rate = learning_rate
-    return True
-
-
-def _make_optimizer(
-    name: str, learning_rate: float, momentum: float, accumulation: int, policy: str
-) -> keras.optimizers.Optimizer:
-    if not isinstance(accumulation, int) or accumulation < 1:
-        raise ValueError(f"gradient_accumulation_steps must be an integer >= 1, got {accumulation!r}")
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
-    steps = accumulation if accumulation > 1 else None
-    if name == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=steps)
-    elif name == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, gradient_accumulation_steps=steps)
-    else:
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
-    if policy == "mixed_float16":
-        # float16 gradients underflow without a (dynamic) loss scale.
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _check_precision(model: keras.Model, mixed_precision: str | None) -> str:
-    policy = model.dtype_policy.name
-    if mixed_precision is not None and policy != _policy_name(mixed_precision):
-        raise ValueError(
-            f"mixed_precision={mixed_precision!r} needs a model built under the "
-            f"{_policy_name(mixed_precision)!r} policy, but this model uses {policy!r}; "
-            f"build it inside `with precision_scope({mixed_precision!r}):`"
-        )
-    return policy
-
-
-def _prepare_out_dir(out_dir: Path, epochs: int, overwrite: bool) -> bool:
-    """Create ``out_dir``; return True if it already holds this finished run."""
-    done_path = out_dir / DONE_FILE
-    if overwrite and out_dir.exists():
-        for name in (HISTORY_FILE, BEST_FILE, FINAL_WEIGHTS_FILE, DONE_FILE):
-            (out_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if done_path.exists():
-        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)  # a kill just after done.json leaves it
-        finished = json.loads(done_path.read_text())["epochs"]
-        if finished != epochs:
-            raise ValueError(
-                f"{out_dir} holds a finished run of {finished} epochs, not {epochs}; "
-                "choose another out_dir or pass overwrite=True"
-            )
-        return True
-    if not (out_dir / BACKUP_DIR / STATE_FILE).exists():
-        # No committed backup to resume from: a stale log would mix two runs.
-        (out_dir / HISTORY_FILE).unlink(missing_ok=True)
-        (out_dir / BEST_FILE).unlink(missing_ok=True)
-        shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
-    return False
-
-
-def _finish(model: keras.Model, out_dir: Path, epochs: int) -> None:
-    bad = non_finite_weights(model)
-    if bad:
-        raise NonFiniteWeightsError(f"final weights not written: {bad[:5]} hold NaN or inf")
-    # Keras picks the weights format from the file name, so the temporary keeps the suffix.
-    with atomic_path(out_dir / FINAL_WEIGHTS_FILE, suffix=".weights.h5") as temporary:
-        model.save_weights(str(temporary))
-    write_json_atomic(out_dir / DONE_FILE, {"epochs": epochs})
-    # The backup is deleted only once done.json commits the finished run.
-    shutil.rmtree(out_dir / BACKUP_DIR, ignore_errors=True)
-
-
-def _check_arrays(data: Any, name: str) -> None:
-    """Refuse NaN/inf in ``(x, y)`` arrays before anything is written."""
-    if not isinstance(data, tuple):
-        return  # datasets check their own batches (tutorial_lib.datasets)
-    for part, array in zip(("x", "y"), data):
-        check_finite(array, f"{name} {part}", advice="Fix or drop those samples.")
-
-
-def _failure_message(failure: str, out_dir: Path, kept: bool) -> str:
-    return (
-        f"{failure}; training stopped. Try a lower learning_rate, check the inputs for NaN, "
-        "or use float32/bfloat16 instead of float16. The log is in "
-        f"{out_dir / HISTORY_FILE}; nothing with a non-finite weight was saved"
-        + (f", and {out_dir / BACKUP_DIR} still holds the last finite epoch." if kept else ".")
-    )
-
-
-def _kept_line(out_dir: Path, committer: _CommitEpochs, epochs: int) -> str:
-    done = len(committer.rows)
-    if not done:
-        return f"interrupted: no epoch of {epochs} finished, nothing kept in {out_dir}"
-    return (f"interrupted: epochs 0-{done - 1} of {epochs} kept in {out_dir / BACKUP_DIR}; "
-            "call train() again with the same out_dir to continue")
-
-
-def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
-    """Accept ``(x, y)`` arrays or a dataset (PyDataset, tf.data, generator)."""
-    arguments: dict[str, Any] = {"validation_data": val_data}
-    if isinstance(train_data, tuple):
-        if len(train_data) != 2:
-            raise ValueError(f"train_data as a tuple must be (x, y), got {len(train_data)} items")
-        arguments.update(x=train_data[0], y=train_data[1], batch_size=batch_size or 1, shuffle=True)
-    else:
-        if batch_size is not None:
-            raise ValueError("batch_size only applies to (x, y) arrays; datasets batch themselves")
-        # fit's shuffle would reorder a PyDataset's batches with Python's global RNG, which a
-        # resumed run does not reproduce; the readers shuffle by seed and epoch themselves.
-        arguments.update(x=train_data, shuffle=False)
-    return arguments
 
 
 def train(
@@ -832,26 +302,317 @@ def train(
         # Built, it also lets a saved optimizer state load.
         model.optimizer.build(model.trainable_variables)
         _COMPILED[model] = (settings, [variable.numpy() for variable in model.optimizer.variables])
-    if _prepare_out_dir(out_path, epochs, overwrite):
+    if _checkpoints.prepare_out_dir(out_path, epochs, overwrite):
         model.load_weights(str(out_path / FINAL_WEIGHTS_FILE))
         print(f"{out_path} already holds a finished {epochs}-epoch run: loaded its final weights")
         return _history_from_csv(out_path, model)
     monitor = monitor or ("val_dice" if val_data is not None else "dice")
-    nan_guard = _StopOnNonFiniteLoss()
-    committer = _CommitEpochs(out_path, monitor, nan_guard, train_data)
+    nan_guard = _checkpoints.StopOnNonFiniteLoss()
+    committer = _checkpoints.CommitEpochs(out_path, monitor, nan_guard, train_data)
     try:
         model.fit(
             **_fit_arguments(train_data, val_data, batch_size),
             epochs=epochs,
+            initial_epoch=committer.start,  # after the last committed epoch, 0 for a new run
             # The caller's callbacks first: what they add to the epoch's logs is then committed.
             callbacks=list(callbacks) + [nan_guard, committer],
             verbose=verbose,
         )
     except KeyboardInterrupt:
-        print(_kept_line(out_path, committer, epochs), file=sys.stderr)
+        print(_checkpoints.kept_line(out_path, committer, epochs), file=sys.stderr)
         raise
     if committer.failure is not None:
         error = NonFiniteLossError if nan_guard.failure else NonFiniteWeightsError
-        raise error(_failure_message(committer.failure, out_path, (out_path / BACKUP_DIR).exists()))
-    _finish(model, out_path, epochs)
+        kept = (out_path / _checkpoints.BACKUP_DIR).exists()
+        raise error(_checkpoints.failure_message(committer.failure, out_path, kept))
+    _checkpoints.finish(model, out_path, epochs)
     return _history_from_csv(out_path, model)
+
+
+def load_history(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read ``out_dir/history.csv`` as one row per epoch (index ``epoch``).
+
+    The file is rewritten (atomically) from the backup's committed rows at
+    every epoch end and on resume, so it never misses a committed epoch. After
+    a NaN stop it also holds the failed epoch's row, for diagnosis; should a
+    row appear twice, the later one is kept.
+
+    Parameters
+    ----------
+    out_dir : path
+        The ``out_dir`` given to :func:`train`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``loss``, ``dice`` and, with validation data, ``val_loss``,
+        ``val_dice``, plus ``learning_rate`` where Keras logs it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder holds no ``history.csv``.
+
+    Examples
+    --------
+    >>> load_history("runs/3d")["val_dice"].max()  # doctest: +SKIP
+    """
+    path = Path(out_dir) / HISTORY_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: no training has logged to {out_dir}")
+    frame = pd.read_csv(path)
+    frame = frame.drop_duplicates(subset="epoch", keep="last").sort_values("epoch")
+    # Columns never filled (older CSVLogger logs add empty val_* ones) say nothing.
+    return frame.set_index("epoch").dropna(axis="columns", how="all")
+
+
+def load_best(out_dir: str | os.PathLike) -> keras.Model:
+    """The model of the best epoch of a run (``out_dir/best.keras``), ready to predict.
+
+    Parameters
+    ----------
+    out_dir : path
+        The ``out_dir`` given to :func:`train`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the run has not finished an epoch yet.
+
+    Examples
+    --------
+    >>> model = load_best("runs/ch03-0a1b2c3d4e5f6a7b")  # doctest: +SKIP
+    """
+    path = Path(out_dir) / BEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run in {out_dir} has not kept a best epoch yet")
+    return keras.saving.load_model(path)
+
+
+def gpu_available() -> bool:
+    """Whether the active Keras backend (TensorFlow, JAX or PyTorch) sees a GPU.
+
+    Chapter 03 uses it to switch mixed precision on, and the benchmarks to
+    choose their volume size.
+
+    Examples
+    --------
+    >>> isinstance(gpu_available(), bool)
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@contextlib.contextmanager
+def precision_scope(mixed_precision: str | None) -> Iterator[str]:
+    """Build models under a mixed-precision dtype policy, then restore the old one.
+
+    Layers created inside compute in ``bfloat16``/``float16`` and keep their
+    variables in ``float32``. The global Keras policy is restored on exit, so
+    models built later are unaffected.
+
+    Parameters
+    ----------
+    mixed_precision : {None, "bfloat16", "float16"}
+        ``None`` builds in plain ``float32``.
+
+    Yields
+    ------
+    str
+        The Keras policy name in force, e.g. ``"mixed_bfloat16"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision.
+
+    Examples
+    --------
+    >>> with precision_scope("bfloat16"):
+    ...     layer = keras.layers.Dense(2)
+    >>> layer.compute_dtype
+    'bfloat16'
+    """
+    policy = _policy_name(mixed_precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield policy
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+@contextlib.contextmanager
+def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
+    """Data parallelism over several devices with the backend's own engine.
+
+    Build *and* train the model inside the ``with`` block. Every batch is
+    split across the devices: training, validation and prediction batches
+    alike, the last of an epoch included, must each hold a multiple of their
+    number (one volume on two devices fails on TensorFlow and JAX).
+
+    * TensorFlow: ``tf.distribute.MirroredStrategy`` (one replica per device,
+      gradients all-reduced). On several machines use
+      ``tf.distribute.MultiWorkerMirroredStrategy()`` instead, with a
+      ``TF_CONFIG`` environment variable on each worker naming the cluster
+      (``{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+      "task": {"type": "worker", "index": 0}}``) and the same script on every
+      worker.
+    * JAX: ``keras.distribution.DataParallel`` made global with
+      ``keras.distribution.set_distribution``. On several machines call
+      ``keras.distribution.initialize(job_addresses, num_processes,
+      process_id)`` first on every process.
+
+    Parameters
+    ----------
+    devices : sequence of str, optional
+        Device names (``"/gpu:0"``, ``"/cpu:1"`` on TensorFlow; ``"gpu:0"``,
+        ``"cpu:1"`` on JAX). Default: every GPU, or every CPU device if there
+        is no GPU.
+
+    Yields
+    ------
+    tf.distribute.Strategy or keras.distribution.DataParallel
+        The engine in force.
+
+    Raises
+    ------
+    ValueError
+        On a backend other than TensorFlow or JAX.
+
+    Examples
+    --------
+    >>> with distribution_scope() as engine:  # doctest: +SKIP
+    ...     model = models.unet((48, 48, 40, 1), filters=(8, 16, 32))
+    ...     train(model, train_data, val_data, out_dir="runs/dp", epochs=2)
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if devices is None:
+            found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+            devices = [device.name for device in found]
+        strategy = tf.distribute.MirroredStrategy(devices=list(devices))
+        with strategy.scope():
+            yield strategy
+    elif backend == "jax":
+        previous = keras.distribution.distribution()
+        engine = keras.distribution.DataParallel(devices=None if devices is None else list(devices))
+        keras.distribution.set_distribution(engine)
+        try:
+            yield engine
+        finally:
+            keras.distribution.set_distribution(previous)
+    else:
+        raise ValueError(f"distribution_scope supports the tensorflow and jax backends, not {backend!r}")
+
+
+# ----------------------------------------------------- train's helpers: compile, check arguments, read back
+
+
+_POLICIES = {None: "float32", "float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def _policy_name(mixed_precision: str | None) -> str:
+    if mixed_precision not in _POLICIES:
+        raise ValueError(
+            f"mixed_precision must be None, 'bfloat16' or 'float16', got {mixed_precision!r}"
+        )
+    return _POLICIES[mixed_precision]
+
+
+# What train() compiled each live model with, and its optimizer's fresh state.
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reset_if_compiled(model: keras.Model, settings: tuple, learning_rate: float) -> bool:
+    """If train() compiled ``model`` with ``settings``, reset its optimizer as a new compile would.
+
+    Compiling again would drop the traced training step, and tracing it costs a
+    small network as much as a short training (benchmarks/bench_grid_training.py);
+    a grid trains one architecture once per seed, learning rate or loss.
+    """
+    compiled = _COMPILED.get(model)
+    # Checked on TensorFlow only: under JAX a second fit shuffles unlike a new model's.
+    if compiled is None or compiled[0] != settings or keras.backend.backend() != "tensorflow":
+        return False
+    for variable, fresh in zip(model.optimizer.variables, compiled[1], strict=True):
+        variable.assign(fresh)  # step count, moments, loss scale: as a new optimizer starts
+    model.optimizer.learning_rate = learning_rate
+    return True
+
+
+def _make_optimizer(
+    name: str, learning_rate: float, momentum: float, accumulation: int, policy: str
+) -> keras.optimizers.Optimizer:
+    if not isinstance(accumulation, int) or accumulation < 1:
+        raise ValueError(f"gradient_accumulation_steps must be an integer >= 1, got {accumulation!r}")
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    steps = accumulation if accumulation > 1 else None
+    if name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, gradient_accumulation_steps=steps)
+    elif name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, gradient_accumulation_steps=steps)
+    else:
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {name!r}")
+    if policy == "mixed_float16":
+        # float16 gradients underflow without a (dynamic) loss scale.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def _check_precision(model: keras.Model, mixed_precision: str | None) -> str:
+    policy = model.dtype_policy.name
+    if mixed_precision is not None and policy != _policy_name(mixed_precision):
+        raise ValueError(
+            f"mixed_precision={mixed_precision!r} needs a model built under the "
+            f"{_policy_name(mixed_precision)!r} policy, but this model uses {policy!r}; "
+            f"build it inside `with precision_scope({mixed_precision!r}):`"
+        )
+    return policy
+
+
+def _check_arrays(data: Any, name: str) -> None:
+    """Refuse NaN/inf in ``(x, y)`` arrays before anything is written."""
+    if not isinstance(data, tuple):
+        return  # datasets check their own batches (tutorial_lib.datasets)
+    for part, array in zip(("x", "y"), data):
+        check_finite(array, f"{name} {part}", advice="Fix or drop those samples.")
+
+
+def _fit_arguments(train_data: Any, val_data: Any, batch_size: int | None) -> dict[str, Any]:
+    """Accept ``(x, y)`` arrays or a dataset (PyDataset, tf.data, generator)."""
+    arguments: dict[str, Any] = {"validation_data": val_data}
+    if isinstance(train_data, tuple):
+        if len(train_data) != 2:
+            raise ValueError(f"train_data as a tuple must be (x, y), got {len(train_data)} items")
+        arguments.update(x=train_data[0], y=train_data[1], batch_size=batch_size or 1, shuffle=True)
+    else:
+        if batch_size is not None:
+            raise ValueError("batch_size only applies to (x, y) arrays; datasets batch themselves")
+        # fit's shuffle would reorder a PyDataset's batches with Python's global RNG, which a
+        # resumed run does not reproduce; the readers shuffle by seed and epoch themselves.
+        arguments.update(x=train_data, shuffle=False)
+    return arguments
+
+
+def _history_from_csv(out_dir: Path, model: keras.Model) -> keras.callbacks.History:
+    frame = load_history(out_dir)
+    history = keras.callbacks.History()
+    history.set_model(model)
+    history.epoch = [int(epoch) for epoch in frame.index]
+    history.history = {column: frame[column].astype(float).tolist() for column in frame.columns}
+    return history
