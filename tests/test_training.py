@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import keras
@@ -21,7 +17,6 @@ from tutorial_lib.training import (
     NonFiniteDataError,
     NonFiniteLossError,
     NonFiniteWeightsError,
-    distribution_scope,
     load_history,
     precision_scope,
     train,
@@ -193,51 +188,6 @@ def test_float16_uses_loss_scaling_and_gradient_accumulation_runs(tmp_path):
     assert inner.gradient_accumulation_steps == 2
     # 4 samples, batch 1, accumulate 2 -> 2 applied updates.
     assert int(keras.ops.convert_to_numpy(inner.iterations)) == 2
-
-
-# Two logical CPU devices must exist before the backend starts, hence a fresh process.
-DATA_PARALLEL_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    backend = os.environ["KERAS_BACKEND"]
-    if backend == "tensorflow":
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    sys.path.insert(0, sys.argv[2])
-    import keras
-    from tests.test_training import tiny_data, tiny_model
-    from tutorial_lib.training import distribution_scope, train
-    keras.utils.set_random_seed(0)
-    with distribution_scope() as engine:
-        replicas = getattr(engine, "num_replicas_in_sync", None) or len(engine.device_mesh.devices.ravel())
-        model = tiny_model()
-        history = train(model, tiny_data(8), out_dir=sys.argv[1], epochs=4, batch_size=4,
-                        learning_rate=1e-2, verbose=0)
-    print("RESULT", json.dumps({"replicas": int(replicas), "loss": history.history["loss"]}))
-    """
-)
-
-
-def test_data_parallel_training_on_two_logical_cpu_devices(tmp_path):
-    environment = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="2")
-    environment["KERAS_BACKEND"] = keras.backend.backend()
-    repository = Path(__file__).resolve().parents[1]
-    completed = subprocess.run(
-        [sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(tmp_path), str(repository)],
-        capture_output=True, text=True, env=environment, timeout=300, cwd=repository,
-    )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT "):])
-    assert result["replicas"] == 2
-    assert result["loss"][-1] < result["loss"][0]
-
-
-def test_distribution_scope_runs_on_a_single_device():
-    with distribution_scope() as engine:
-        model = tiny_model()
-    assert engine is not None and model.count_params() > 0
 
 
 def test_dice_metric_matches_numpy_per_sample_mean():

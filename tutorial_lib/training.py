@@ -19,11 +19,10 @@ through a kill at any moment (each epoch committed by one atomic rename,
 damaged backups detected) is the business of :mod:`tutorial_lib._checkpoints`;
 using ``train`` does not require reading it.
 
-Mixed precision and several devices are set up around the model *before*
-it is built, because a Keras layer fixes its dtype and its variables'
-placement when it is created::
+Mixed precision is set up around the model *before* it is built, because a
+Keras layer fixes its dtype when it is created::
 
-    with precision_scope("bfloat16"), distribution_scope():
+    with precision_scope("bfloat16"):
         model = models.unet(...)
         history = train(model, train_data, val_data, out_dir="runs/3d", mixed_precision="bfloat16")
 
@@ -70,7 +69,6 @@ __all__ = [
     "non_finite_weights",
     "gpu_available",
     "precision_scope",
-    "distribution_scope",
 ]
 
 # Floor of DiceMetric's sample count, so result() is 0 rather than 0/0 before any update.
@@ -211,8 +209,7 @@ def train(
     model : keras.Model
         A built model ending in probabilities, ``(batch, x, y, z, K)`` (or
         ``(batch, x, y, K)`` in 2D). For mixed precision build it inside
-        :func:`precision_scope`; for several devices build it (and call
-        ``train``) inside :func:`distribution_scope`.
+        :func:`precision_scope`.
     train_data, val_data : dataset or tuple of arrays
         A ``keras.utils.PyDataset`` (e.g. from :mod:`tutorial_lib.data`),
         a ``tf.data.Dataset``, or ``(x, y)`` NumPy arrays, channels-last.
@@ -451,72 +448,6 @@ def precision_scope(mixed_precision: str | None) -> Iterator[str]:
         yield policy
     finally:
         keras.config.set_dtype_policy(previous)
-
-
-@contextlib.contextmanager
-def distribution_scope(devices: Sequence[str] | None = None) -> Iterator[Any]:
-    """Data parallelism over several devices with the backend's own engine.
-
-    Build *and* train the model inside the ``with`` block. Every batch is
-    split across the devices: training, validation and prediction batches
-    alike, the last of an epoch included, must each hold a multiple of their
-    number (one volume on two devices fails on TensorFlow and JAX).
-
-    * TensorFlow: ``tf.distribute.MirroredStrategy`` (one replica per device,
-      gradients all-reduced). On several machines use
-      ``tf.distribute.MultiWorkerMirroredStrategy()`` instead, with a
-      ``TF_CONFIG`` environment variable on each worker naming the cluster
-      (``{"cluster": {"worker": ["host1:12345", "host2:12345"]},
-      "task": {"type": "worker", "index": 0}}``) and the same script on every
-      worker.
-    * JAX: ``keras.distribution.DataParallel`` made global with
-      ``keras.distribution.set_distribution``. On several machines call
-      ``keras.distribution.initialize(job_addresses, num_processes,
-      process_id)`` first on every process.
-
-    Parameters
-    ----------
-    devices : sequence of str, optional
-        Device names (``"/gpu:0"``, ``"/cpu:1"`` on TensorFlow; ``"gpu:0"``,
-        ``"cpu:1"`` on JAX). Default: every GPU, or every CPU device if there
-        is no GPU.
-
-    Yields
-    ------
-    tf.distribute.Strategy or keras.distribution.DataParallel
-        The engine in force.
-
-    Raises
-    ------
-    ValueError
-        On a backend other than TensorFlow or JAX.
-
-    Examples
-    --------
-    >>> with distribution_scope() as engine:  # doctest: +SKIP
-    ...     model = models.unet((48, 48, 40, 1), filters=(8, 16, 32))
-    ...     train(model, train_data, val_data, out_dir="runs/dp", epochs=2)
-    """
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if devices is None:
-            found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-            devices = [device.name for device in found]
-        strategy = tf.distribute.MirroredStrategy(devices=list(devices))
-        with strategy.scope():
-            yield strategy
-    elif backend == "jax":
-        previous = keras.distribution.distribution()
-        engine = keras.distribution.DataParallel(devices=None if devices is None else list(devices))
-        keras.distribution.set_distribution(engine)
-        try:
-            yield engine
-        finally:
-            keras.distribution.set_distribution(previous)
-    else:
-        raise ValueError(f"distribution_scope supports the tensorflow and jax backends, not {backend!r}")
 
 
 # ----------------------------------------------------- train's helpers: compile, check arguments, read back
