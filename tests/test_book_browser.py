@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +40,27 @@ SCROLLS = """element => {
   }
   return element.scrollWidth <= element.clientWidth + 1;
 }"""
+# Numbers in tables that the browser broke across two lines.
+SPLIT_NUMBERS = """() => {
+  const split = [], walker = document.createTreeWalker(document.querySelector("article"), NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    if (!node.parentElement.closest("table")) continue;
+    for (const match of node.textContent.matchAll(/[+\\-\u2212]?\\d[\\d,.]*/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      if (new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size > 1) split.push(match[0]);
+    }
+  }
+  return split;
+}"""
+# Tables wider than the column without the hint course.js writes under them.
+UNHINTED = """() => [...document.querySelectorAll("article .output.text_html, article .pst-scrollable-table-container")]
+  .filter(box => box.querySelector("table") && box.scrollWidth > box.clientWidth + 1
+          && !(box.nextElementSibling && box.nextElementSibling.classList.contains("scroll-hint")))
+  .map(box => box.textContent.slice(0, 60))"""
+IMAGE_FILE = re.compile(r"\.(?:png|jpe?g|gif|svg)$", re.IGNORECASE)
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -162,3 +184,63 @@ def test_launch_and_repository_buttons_follow_the_repository_url(course_build): 
         for marker in ("colab.research.google.com", "mybinder.org", "Source repository", "Open an issue"):
             offenders = sorted(str(path.relative_to(HTML)) for path, text in pages.items() if marker in text)
             assert not offenders, f"{marker!r} on {offenders[:3]} although no repository URL is set"
+
+
+@pytest.mark.parametrize("page_name", PAGES)
+def test_page_passes_axe_core(browser, site, page_name):
+    from axe_playwright_python.sync_playwright import Axe  # axe-core, bundled: nothing is downloaded
+
+    page, _ = _open(browser, site, page_name)
+    try:
+        violations = Axe().run(page).response["violations"]
+        alts = page.eval_on_selector_all("article img", "images => images.map(i => i.getAttribute('alt') || '')")
+    finally:
+        page.close()
+    serious = [f"{v['id']} ({v['impact']}): {[node['target'] for node in v['nodes'][:3]]}"
+               for v in violations if v["impact"] in ("serious", "critical")]
+    assert not serious, f"{page_name}: {serious}"
+    # axe accepts any alt; a file path or two words do not say what a figure shows.
+    unsaid = [alt for alt in alts if IMAGE_FILE.search(alt.strip()) or len(alt.split()) < 4]
+    assert not unsaid, f"{page_name}: images without a description: {unsaid[:3]}"
+
+
+@pytest.mark.parametrize("page_name", ["book/claims", "notebooks/05_ablations"])
+def test_tables_read_in_the_texts_weight_and_keep_numbers_whole(browser, site, page_name):
+    page, _ = _open(browser, site, page_name, height=1000)
+    try:
+        heavier = page.eval_on_selector_all(
+            "span.pasted-text", "spans => spans.filter(s => getComputedStyle(s).fontWeight"
+            " !== getComputedStyle(s.parentElement).fontWeight).map(s => s.textContent)")
+        split, unhinted = page.evaluate(SPLIT_NUMBERS), page.evaluate(UNHINTED)
+        table = page.locator("article table").last if page_name == "book/claims" else page.locator(
+            "article table.dataframe", has_text="kernel size").first
+        table.scroll_into_view_if_needed()
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / f"table-{Path(page_name).name}.png"))
+    finally:
+        page.close()
+    assert not heavier, f"{page_name}: pasted values bolder than their text: {heavier[:3]}"
+    assert not split, f"{page_name}: numbers broken across lines: {split[:5]}"
+    assert not unhinted, f"{page_name}: tables that scroll without a hint: {unhinted}"
+
+
+@pytest.mark.parametrize("page_name", CHAPTERS[:3])
+def test_volume_viewer_moves_through_the_volume_offline(browser, site, page_name):
+    page, problems = _open(browser, site, page_name)
+    try:
+        frame_element = page.locator("iframe.volume-viewer").first
+        frame_element.scroll_into_view_if_needed()
+        assert frame_element.get_attribute("title").startswith("slice viewer: ")
+        frame = frame_element.element_handle().content_frame()
+        frame.wait_for_function("() => document.querySelector('canvas').width > 0")
+        canvas = frame.locator("canvas").first
+        before = canvas.evaluate("c => c.toDataURL()")
+        box = canvas.bounding_box()
+        canvas.click(position={"x": box["width"] * 0.12, "y": box["height"] * 0.3})  # in the sagittal view
+        frame.wait_for_function("before => document.querySelector('canvas').toDataURL() !== before", arg=before,
+                                timeout=10_000)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        frame_element.screenshot(path=str(SCREENSHOTS / f"viewer-{Path(page_name).name}.png"))
+    finally:
+        page.close()
+    assert not problems, f"{page_name}: {problems}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -83,9 +86,10 @@ def test_plot_history_accepts_histories_tables_and_several_runs():
 
 def test_slice_viewer_is_static_without_a_kernel(volume):
     image, label = volume
-    fig = viz.slice_viewer(image, label, label > 0)
-    assert isinstance(fig, Figure)
-    assert [ax.get_title() for ax in fig.axes] == ["ground truth", "prediction"]
+    view = viz.slice_viewer(image, label, label > 0)
+    assert isinstance(view, viz.SliceView) and isinstance(view.figure, Figure)
+    assert [ax.get_title() for ax in view.figure.axes] == ["ground truth", "prediction"]
+    assert view._repr_png_().startswith(b"\x89PNG")  # where HTML cannot be shown
     with pytest.raises(ValueError, match="prediction shape"):
         viz.slice_viewer(image, prediction=np.zeros((2, 2, 2), bool))
 
@@ -132,7 +136,28 @@ def test_slice_viewer_redraws_the_slice_and_modality_a_learner_picks(volume, mon
 
 def test_static_environment_variable_forces_figures(volume, monkeypatch):
     monkeypatch.setenv(viz.STATIC_ENV, "1")
-    assert isinstance(viz.slice_viewer(volume[0]), Figure)
+    assert isinstance(viz.slice_viewer(volume[0]), viz.SliceView)
+
+
+def test_static_viewers_need_no_kernel_and_no_network(volume):
+    image, label = volume  # four modalities: the truth over each, the prediction over the first
+    page = html.unescape(viz.slice_viewer(image, label, label > 0, interactive=False)._repr_html_())
+    assert page.startswith('<iframe class="volume-viewer" title="slice viewer: ')
+    captions = re.findall(r'<p class="caption">(.*?)</p>', page)
+    assert captions == ["ground truth over flair", "prediction over flair", "ground truth over t1",
+                        "ground truth over t1ce", "ground truth over t2"]
+    assert page.count("jQuery v") == 1 and page.count("brainsprite v") == 1  # the scripts once, not per viewer
+    assert page.count("brainsprite({") == len(captions)
+    assert not re.findall(r"(?:src|href)=\"https?://", page), "a viewer that needs the network"
+    assert 'aria-label="overlay opacity"' in page
+
+
+def test_static_viewers_thin_large_volumes():
+    from tutorial_lib import _viewer_html
+
+    big = np.zeros((192, 150, 160), np.float32)
+    assert _viewer_html._thinned(big).shape == (48, 38, 40)  # every 4th voxel: at most 48 per axis
+    assert _viewer_html._thinned(big[:48, :48, :40]).shape == (48, 48, 40)
 
 
 def test_history_to_dict_accepts_frames_dicts_and_keras_like_objects():

@@ -35,6 +35,7 @@ __all__ = [
     "history_to_dict",
     "plot_history",
     "slice_viewer",
+    "SliceView",
 ]
 
 # One colour per non-background label, in increasing label order
@@ -370,10 +371,10 @@ def slice_viewer(
         ``(x, y, z)`` BraTS labels or boolean masks.
     interactive : bool, optional
         ``None`` (default): widgets inside a live Jupyter kernel, a static
-        figure elsewhere or when the environment variable
+        :class:`SliceView` elsewhere or when the environment variable
         ``TUTORIAL_LIB_STATIC_FIGURES=1`` is set (the book build sets it, so
-        executed pages show an image). ``False`` forces the static figure,
-        ``True`` the widgets.
+        executed pages hold viewers that need no kernel). ``False`` forces the
+        :class:`SliceView`, ``True`` the widgets.
     modalities : sequence of str, optional
         Channel names; default ``BRATS.modalities`` for four channels.
     plane : {"axial", "coronal", "sagittal"}, optional
@@ -383,8 +384,8 @@ def slice_viewer(
 
     Returns
     -------
-    ipywidgets.VBox or matplotlib.figure.Figure
-        The widget, or the static figure of the initial view.
+    ipywidgets.VBox or SliceView
+        The widgets, or viewers that need no kernel (with a still figure).
 
     Raises
     ------
@@ -393,7 +394,11 @@ def slice_viewer(
 
     Examples
     --------
-    >>> fig = slice_viewer(np.random.rand(8, 8, 6, 1), interactive=False)
+    >>> view = slice_viewer(np.random.rand(8, 8, 6, 1), interactive=False)
+    >>> view.figure.axes[0].get_title()
+    'image'
+    >>> "<iframe" in view._repr_html_()
+    True
     """
     image = _check_image(image)
     panels = [("image", None)] if label is None and prediction is None else []
@@ -408,8 +413,52 @@ def slice_viewer(
     if interactive is None:
         interactive = _in_live_kernel()
     if not interactive:
-        return _viewer_figure(image, panels, **view)
+        return SliceView(image, panels, _channel_names(image.shape[-1], modalities), view)
     return _slice_widgets(image, panels, modalities, view)
+
+
+class SliceView:
+    """A volume shown without a kernel: viewers a reader clicks through, and a still figure.
+
+    A page (the built book, JupyterLab, Colab) shows the viewers: nilearn's static
+    HTML viewers with their code inlined, one per panel over the first channel, then
+    the first panel over every other channel, each thinned to at most 48 voxels per
+    axis. Where HTML cannot be shown (a PDF, a terminal), the still :attr:`figure`.
+
+    Attributes
+    ----------
+    figure : matplotlib.figure.Figure
+        The initial view as a still image.
+    """
+
+    def __init__(self, image: np.ndarray, panels: Sequence[tuple[str, np.ndarray | None]], names: Sequence[str],
+                 view: dict) -> None:
+        self.figure = _viewer_figure(image, panels, **view)
+        self._image, self._panels, self._names = image, panels, names
+
+    def _repr_html_(self) -> str:
+        from tutorial_lib._viewer_html import viewer_frame
+
+        values = sorted(LABEL_COLORS)
+        lookup = np.zeros(max(values) + 1, np.uint8)
+        lookup[values] = np.arange(1, len(values) + 1)  # BraTS labels 1, 2, 4 -> colours 1, 2, 3
+        views = []
+        for title, volume in self._panels:
+            labels = np.zeros(self._image.shape[:3], np.uint8) if volume is None else np.asarray(volume)
+            labels = lookup[labels] if labels.dtype != bool else labels.astype(np.uint8) * len(values)
+            views.append((title, labels))
+        frames = [(f"{title} over {self._names[0]}", self._image[..., 0], labels) for title, labels in views]
+        frames += [(f"{views[0][0]} over {name}", self._image[..., channel], views[0][1])
+                   for channel, name in enumerate(self._names) if channel]
+        colors = [LABEL_COLORS[value] for value in values]
+        return viewer_frame(frames, colors, title="slice viewer: " + ", ".join(caption for caption, *_ in frames))
+
+    def _repr_png_(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.figure.savefig(buffer, format="png")
+        return buffer.getvalue()
 
 
 def _slice_widgets(
