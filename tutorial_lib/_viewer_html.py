@@ -69,16 +69,14 @@ def _parts(document: str) -> tuple[list[str], str]:
     return libraries, body
 
 
-def viewer_frame(
-    views: Sequence[tuple[str, np.ndarray, np.ndarray]], colors: Sequence[str], *, title: str
-) -> str:
-    """One ``<iframe>`` holding a viewer per ``(caption, background, labels)``, scripts inlined once.
+def viewer_frame(views: Sequence[tuple[str, np.ndarray, np.ndarray, Sequence[str]]], *, title: str) -> str:
+    """One ``<iframe>`` holding a viewer per ``(caption, background, labels, colors)``, scripts inlined once.
 
     ``labels`` holds integers ``1..len(colors)`` (0: nothing drawn), coloured by ``colors``.
     """
     libraries, bodies = [], []
     cut = _centre(_thinned(views[0][2]))  # all viewers start at one place, so they compare
-    for caption, background, labels in views:
+    for caption, background, labels, colors in views:
         scripts, body = _parts(_viewer_document(_thinned(background), _thinned(labels), colors, cut))
         libraries = libraries or scripts
         bodies.append(f'<section aria-label="{html.escape(caption)}"><p class="caption">{html.escape(caption)}</p>'

@@ -443,15 +443,17 @@ class SliceView:
         lookup = np.zeros(max(values) + 1, np.uint8)
         lookup[values] = np.arange(1, len(values) + 1)  # BraTS labels 1, 2, 4 -> colours 1, 2, 3
         views = []
-        for title, volume in self._panels:
-            labels = np.zeros(self._image.shape[:3], np.uint8) if volume is None else np.asarray(volume)
-            labels = lookup[labels] if labels.dtype != bool else labels.astype(np.uint8) * len(values)
-            views.append((title, labels))
-        frames = [(f"{title} over {self._names[0]}", self._image[..., 0], labels) for title, labels in views]
-        frames += [(f"{views[0][0]} over {name}", self._image[..., channel], views[0][1])
+        for title, volume in self._panels:  # coloured as overlay() colours the still figure
+            if volume is None or np.asarray(volume).dtype == bool:
+                mask = np.zeros(self._image.shape[:3], bool) if volume is None else np.asarray(volume)
+                views.append((title, mask.astype(np.uint8), [MASK_COLOR]))
+            else:
+                views.append((title, lookup[np.asarray(volume)], [LABEL_COLORS[value] for value in values]))
+        frames = [(f"{title} over {self._names[0]}", self._image[..., 0], labels, colors)
+                  for title, labels, colors in views]
+        frames += [(f"{views[0][0]} over {name}", self._image[..., channel], *views[0][1:])
                    for channel, name in enumerate(self._names) if channel]
-        colors = [LABEL_COLORS[value] for value in values]
-        return viewer_frame(frames, colors, title="slice viewer: " + ", ".join(caption for caption, *_ in frames))
+        return viewer_frame(frames, title="slice viewer: " + ", ".join(caption for caption, *_ in frames))
 
     def _repr_png_(self) -> bytes:
         import io
