@@ -137,3 +137,35 @@ def test_mixed_precision_output_is_float32():
         keras.mixed_precision.set_global_policy("float32")
     assert hidden.compute_dtype == "float16"
     assert keras.backend.standardize_dtype(prediction.dtype) == "float32"
+
+
+PRIOR_CASES = [
+    # shape: prior of each output channel -> the bias it starts with, log(p / (1 - p))
+    ([0.5], [0.0]),
+    ([0.01], [-4.59512]),
+    ([0.2, 0.1, 0.05], [-1.386294, -2.197225, -2.944439]),
+]
+
+
+@pytest.mark.parametrize("prior, bias", PRIOR_CASES)
+def test_start_at_prior_predicts_the_prior_everywhere(prior, bias):
+    net = models.start_at_prior(models.unet((8, 8, 4, 2), filters=(2, 4), num_classes=len(prior)), prior)
+    np.testing.assert_allclose(net.layers[-1].bias.numpy(), bias, rtol=1e-5)
+    assert not net.layers[-1].kernel.numpy().any()  # every output weight starts at zero
+    out = net.predict(np.random.default_rng(0).normal(size=(2, 8, 8, 4, 2)), verbose=0)  # shape: (2, 8, 8, 4, C)
+    np.testing.assert_allclose(out, np.broadcast_to(prior, out.shape), rtol=1e-5)
+
+
+def test_negative_output_weights_and_a_prior_bias_say_no_tumour_wherever_a_feature_fires():
+    # The trap the zero weights avoid: ReLU features are >= 0, so all-negative weights can only lower the output.
+    net = models.unet((8, 8, 1), filters=(2, 4))
+    models.start_at_prior(net, 0.01)
+    net.layers[-1].kernel.assign(-np.abs(np.random.default_rng(1).normal(size=net.layers[-1].kernel.shape)))
+    out = net.predict(np.random.default_rng(2).normal(size=(4, 8, 8, 1)), verbose=0)
+    assert out.max() <= 0.01 + 1e-6
+
+
+@pytest.mark.parametrize("prior", [0.0, 1.0, [0.1, 0.2]])
+def test_start_at_prior_rejects_a_prior_it_cannot_take(prior):
+    with pytest.raises(ValueError):
+        models.start_at_prior(models.unet((8, 8, 1), filters=(2, 4)), prior)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import copy_as_course_cache
 
-from tutorial_lib import data, experiments, recipes, training
+from tutorial_lib import data, datasets, experiments, models, recipes, training
 from tutorial_lib.config import get_profile
 
 
@@ -134,3 +134,30 @@ def test_a_few_architectures_are_kept_the_most_recently_used_last(tiny_cache):
              for width in (1, 2, 3, 4, 1, 5)]
     assert built[4] is built[0]  # width 1 again: the kept network
     assert [model.name for model in recipes._kept_networks.values()] == ["w3", "w4", "w1", "w5"]  # w2 dropped
+
+
+def test_every_recipe_starts_at_the_prior_and_decays_its_learning_rate(tiny_cache):
+    configs = [recipes.unet2d_config("ci", tiny_cache, "losses"), recipes.unet3d_config("ci", tiny_cache, "ablations"),
+               recipes.patch_unet_config("ci", tiny_cache), recipes.volume_unet3d_config("ci", tiny_cache)]
+    assert all(config["schedule"] == "cosine" for config in configs)
+    assert all(config.get("output_bias", "prior") == "prior" for config in configs)  # the volume recipe always does
+
+
+def test_train_volume_unet3d_is_chapter03s_training_written_out(tiny_cache, tmp_path):
+    # Chapter 03 trains its first seed by hand (section 3) and the others with the recipe: the same network.
+    config = recipes.volume_unet3d_config("ci", tiny_cache, epochs=2, filters=[2, 4], batch_size=2, seed=3)
+    record, _ = experiments.cached_run(config, functools.partial(recipes.train_volume_unet3d, cache_dir=tiny_cache),
+                                       root=tmp_path / "recipe")
+    assert set(record["results"]) == {"parameters", "seconds", "best_val_dice"}
+    tumour_fraction = float(data.target_prior(tiny_cache, "train", target="wt")[0])
+    keras.utils.set_random_seed(3)
+    model = models.unet(tuple(data.load_manifest(tiny_cache)["shape"]) + (1,), filters=[2, 4], convs_per_level=1)
+    model.layers[-1].bias.assign(np.full((1,), np.log(tumour_fraction / (1 - tumour_fraction)), "float32"))
+    model.layers[-1].kernel.assign(np.zeros(model.layers[-1].kernel.shape, "float32"))
+    training.train(model, datasets.VolumeDataset(tiny_cache, "train", batch_size=2, shuffle=True, seed=3),
+                   datasets.VolumeDataset(tiny_cache, "val", batch_size=2), out_dir=tmp_path / "hand", epochs=2,
+                   loss="dice_probability", optimizer="adam", learning_rate=config["learning_rate"],
+                   schedule="cosine", mixed_precision=config["precision"], seed=3, verbose=0)
+    by_recipe = training.load_best(experiments.run_dir(config, root=tmp_path / "recipe")).get_weights()
+    for a, b in zip(by_recipe, training.load_best(tmp_path / "hand").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

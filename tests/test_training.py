@@ -7,6 +7,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 
 from tutorial_lib import _checkpoints, metrics, training
@@ -427,3 +428,48 @@ def test_epoch_summary_prints_every_nth_epoch_and_the_last(capsys, every, epochs
 def test_epoch_summary_rejects_a_zero_interval():
     with pytest.raises(ValueError, match="every must be at least 1"):
         training.EpochSummary(0)
+
+
+class LearningRates(keras.callbacks.Callback):
+    """Remembers the learning rate each batch ran with (after the schedule set it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(float(self.model.optimizer.learning_rate))
+
+
+def test_cosine_decay_falls_to_zero_and_a_resumed_run_continues_its_curve(tmp_path):
+    # shape: 8 samples in batches of 2 -> 4 steps per epoch, 3 epochs, 12 steps from 0.01 down towards 0
+    data, validation = tiny_data(8), tiny_data(seed=1)
+    whole = LearningRates()
+    train(tiny_model(), data, validation, out_dir=tmp_path / "whole", epochs=3, learning_rate=0.01,
+          schedule="cosine", seed=0, callbacks=[whole], **FAST)
+    expected = [0.01 * (1 + np.cos(np.pi * step / 12)) / 2 for step in range(12)]
+    np.testing.assert_allclose(whole.rates, expected, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tiny_model(), data, validation, out_dir=tmp_path / "resumed", epochs=3, learning_rate=0.01,
+              schedule="cosine", seed=0, callbacks=[EpochRecorder(fail_at=2)], **FAST)
+    resumed = LearningRates()
+    train(tiny_model(), data, validation, out_dir=tmp_path / "resumed", epochs=3, learning_rate=0.01,
+          schedule="cosine", seed=0, callbacks=[resumed], **FAST)
+    np.testing.assert_allclose(resumed.rates, expected[8:], rtol=1e-5)  # the last epoch's four steps
+    with pytest.raises(ValueError, match="schedule"):
+        train(tiny_model(), data, out_dir=tmp_path / "bad", epochs=1, schedule="linear", **FAST)
+
+
+OUTCOME_CASES = [
+    # shape: validation Dice per epoch -> outcome
+    ([0.0, 0.01, 0.04], "stalled"),  # never above STALLED_DICE (0.05)
+    ([0.38, 0.0, 0.0], "collapsed"),  # learned, then fell back to nothing
+    ([0.3, 0.6, 0.29], "collapsed"),  # ended below half its best
+    ([0.3, 0.6, 0.31], "learned"),  # above half its best
+    ([0.0, 0.2, 0.7], "learned"),  # a slow start is not a stall
+]
+
+
+@pytest.mark.parametrize("dice, expected", OUTCOME_CASES)
+def test_outcome(dice, expected):
+    assert training.outcome(pd.DataFrame({"val_volume_dice": dice}), monitor="val_volume_dice") == expected

@@ -23,9 +23,10 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 from keras import layers
 
-__all__ = ["conv_block", "encoder_block", "decoder_block", "unet", "paper_table1"]
+__all__ = ["conv_block", "encoder_block", "decoder_block", "unet", "paper_table1", "start_at_prior"]
 
 _UPSAMPLING = ("transpose", "nearest")
 _ACTIVATIONS = ("relu", "leaky_relu")
@@ -414,3 +415,49 @@ def paper_table1(
     return unet(input_shape, filters=(32, 64, 128, 256, 512), kernel_size=3, convs_per_level=1,
                   skips=[3], upsampling="transpose", dropout=dropout, activation="relu",
                   num_classes=1, residual=False, name="paper_table1")
+
+
+def start_at_prior(model: keras.Model, prior: Any) -> keras.Model:
+    """Make a fresh network predict each output channel's prior everywhere: the *prior start*.
+
+    The last layer's bias becomes ``log(prior / (1 - prior))`` and its weights
+    zero, so every voxel starts at the base rate (about 1 % tumour) instead of
+    0.5, which the Dice loss reads as "tumour everywhere". The zero weights
+    matter as much: with a few channels in front of the output (four in the
+    ``ci`` ablations), all their random weights start negative in one network
+    of sixteen; such a network already says "no tumour" wherever its features
+    fire, and the gradient then switches those features off on the tumour too,
+    so it never learns. From zero, the first steps give each weight the sign
+    the data ask for.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A network from :func:`unet` (its last layer a 1x1(x1) sigmoid convolution).
+    prior : float or array_like
+        Share of voxels of each output channel in the training cases,
+        strictly between 0 and 1 (:func:`tutorial_lib.data.target_prior`).
+
+    Returns
+    -------
+    keras.Model
+        ``model``, changed in place.
+
+    Raises
+    ------
+    ValueError
+        For a prior outside (0, 1) or with the wrong number of channels.
+
+    Examples
+    --------
+    >>> net = start_at_prior(unet((16, 16, 1), filters=(4, 8)), 0.01)
+    >>> round(float(net.predict(np.ones((1, 16, 16, 1)), verbose=0).max()), 4)
+    0.01
+    """
+    output = model.layers[-1]
+    prior = np.broadcast_to(np.asarray(prior, dtype="float64"), output.bias.shape)
+    if not ((prior > 0) & (prior < 1)).all():
+        raise ValueError(f"prior must lie strictly between 0 and 1 for every output channel, got {prior.tolist()}")
+    output.bias.assign(np.log(prior / (1 - prior)).astype("float32"))
+    output.kernel.assign(np.zeros(output.kernel.shape, "float32"))
+    return model

@@ -11,7 +11,16 @@ network as another (chapter 07 reusing chapter 06's) finds it trained.
   (chapters 02 and 04);
 * :func:`unet3d_config` / :func:`train_unet3d`: a 3D U-Net on whole volumes
   or tumour-centred patches, validated on whole volumes (chapter 05's
-  ablations, and the patch network of chapters 06 and 07).
+  ablations, and the patch network of chapters 06 and 07);
+* :func:`volume_unet3d_config` / :func:`train_volume_unet3d`: chapter 03's
+  whole-volume network, trained again with other seeds for its comparison
+  with 2D (chapter 07 reads it too).
+
+Every recipe starts its networks at the prior
+(:func:`tutorial_lib.models.start_at_prior`) and lowers the learning rate
+along a cosine (:class:`tutorial_lib.training.CosineDecay`), unless a
+configuration says otherwise (``output_bias="zero"``, ``schedule="constant"``):
+together they keep the seed from deciding whether, and how well, a run learns.
 
 Every configuration carries ``data`` (:func:`tutorial_lib.experiments.data_id`
 of the cache) and ``profile``, so runs on different data never mix; the
@@ -42,6 +51,7 @@ __all__ = [
     "train_unet2d",
     "unet3d_config",
     "volume_unet3d_config",
+    "train_volume_unet3d",
     "patch_unet_config",
     "build_unet3d",
     "train_unet3d",
@@ -118,6 +128,8 @@ def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
 
     ``group`` is ``"baseline_2d"`` (chapter 02) or ``"losses"`` (chapter 04);
     its ``epochs``, ``batch_size``, ``slice_step`` and ``filters`` are used.
+    Like every recipe it starts at the prior and decays its learning rate along
+    a cosine (``output_bias`` and ``schedule``, as in :func:`unet3d_config`).
     ``changes`` replace single keys (``loss``, ``learning_rate``, ``dropout``,
     ``filters``, ``epochs`` ...); an unknown key raises ``ValueError``.
 
@@ -130,7 +142,7 @@ def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     base = dict(run=group, data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
                 batch_size=sizes["batch_size"], slice_step=sizes["slice_step"], filters=list(sizes["filters"]),
                 oversample_tumour=2, dropout=0.0, loss="dice_probability", loss_options={},
-                learning_rate=sizes["learning_rate"], seed=0)
+                learning_rate=sizes["learning_rate"], schedule="cosine", output_bias="prior", seed=0)
     return _merge(base, changes)
 
 
@@ -155,7 +167,7 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     keras.utils.set_random_seed(config["seed"])
     architecture = dict(input_shape=tuple(load_manifest(cache_dir)["shape"])[:2] + (1,), filters=config["filters"],
                         dropout=config["dropout"])
-    model = _fresh_network(architecture, lambda: models.unet(**architecture))
+    model = _fresh_network(architecture, lambda: _start(models.unet(**architecture), config, cache_dir, "wt"))
     slices = dict(batch_size=config["batch_size"], slice_step=config["slice_step"], seed=config["seed"])
     train_slices = datasets.SliceDataset(cache_dir, "train", shuffle=True,
                                          oversample_tumour=config["oversample_tumour"], **slices)
@@ -164,6 +176,7 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     history = training.train(
         model, train_slices, val_slices, out_dir=run_dir, epochs=config["epochs"],
         loss=_loss(config["loss"], **config["loss_options"]), learning_rate=config["learning_rate"],
+        schedule=config["schedule"],
         seed=config["seed"], verbose=0, monitor=VOLUME_DICE,
         callbacks=[VolumeDiceCallback(cache_dir, val_slices.case_ids)])
     best = int(np.argmax(history.history[VOLUME_DICE]))
@@ -180,11 +193,13 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     ``modalities`` are used. The rest follows the study's final choices where
     they were clear (3x3x3 kernels, transposed convolutions, ReLU, Adam, the
     Dice loss on probabilities pooled over the batch), with two convolutions
-    per level, every skip and no dropout. Chapter 07's switches: ``loss_reduction``
-    (``"channel"``: one Dice per region, see :mod:`tutorial_lib.losses`),
-    ``output_bias`` (``"prior"``: start each output at its prior,
-    :func:`tutorial_lib.data.target_prior`) and ``enhancing_fraction`` (of the
-    patches centred on enhancing tumour). Chapter 08's: ``augmentation`` (the
+    per level, every skip and no dropout, starting at the prior
+    (``output_bias="prior"``, :func:`tutorial_lib.models.start_at_prior`;
+    ``"zero"``: bias 0 and random output weights) and lowering the learning
+    rate along a cosine (``schedule="cosine"``; ``"constant"``). Chapter 07's
+    switches: ``loss_reduction`` (``"channel"``: one Dice per region, see
+    :mod:`tutorial_lib.losses`), ``output_bias`` and ``enhancing_fraction`` (of
+    the patches centred on enhancing tumour). Chapter 08's: ``augmentation`` (the
     settings of a :class:`tutorial_lib.augment.Augmentation`, ``None``: none)
     and ``train_appearance`` (``"varied"``: the same training patients drawn by
     the varied generator, :func:`tutorial_lib.course_data.ensure_appearance_data`;
@@ -202,7 +217,8 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
                 upsampling="transpose", dropout=0.0, activation="relu", residual=False, optimizer="adam",
                 learning_rate=sizes["learning_rate"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
                 patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
-                tumour_fraction=0.9, enhancing_fraction=0.0, loss_reduction="batch", output_bias="zero",
+                tumour_fraction=0.9, enhancing_fraction=0.0, loss_reduction="batch", output_bias="prior",
+                schedule="cosine",
                 augmentation=None, train_appearance="course", seed=0)
     return _merge(base, changes)
 
@@ -213,19 +229,52 @@ def volume_unet3d_config(profile: str, cache_dir: str | os.PathLike, **changes: 
     ``precision`` is the profile's ``mixed_precision``, or bfloat16 where a
     GPU is found and float32 (``None``) otherwise. Chapter 07 finds chapter
     03's network by asking for the same configuration. ``changes`` replace
-    single keys (chapter 03 passes its parameters).
+    single keys (chapter 03 passes its parameters, and ``seed`` for its
+    repeated trainings); :func:`train_volume_unet3d` trains it.
 
     Examples
     --------
     >>> sorted(volume_unet3d_config("ci", cache))  # doctest: +SKIP
-    ['backend', 'batch_size', 'data', 'epochs', 'filters', 'learning_rate', 'precision', 'profile', 'run']
+    ['backend', 'batch_size', 'data', 'epochs', 'filters', 'learning_rate', 'precision', 'profile', 'run',
+     'schedule', 'seed']
     """
     sizes = get_profile(profile, "unet3d")
     precision = sizes["mixed_precision"] or ("bfloat16" if training.gpu_available() else None)
     base = dict(run="unet3d", data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
                 filters=list(sizes["filters"]), batch_size=sizes["batch_size"],
-                learning_rate=sizes["learning_rate"], precision=precision, backend=keras.backend.backend())
+                learning_rate=sizes["learning_rate"], schedule="cosine", precision=precision,
+                backend=keras.backend.backend(), seed=0)
     return _merge(base, changes)
+
+
+def train_volume_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """Train chapter 03's whole-volume 3D U-Net of ``config``: its section 3, for any seed.
+
+    The study's recipe on whole FLAIR volumes: one convolution per level, every
+    skip, the prior start (:func:`tutorial_lib.models.start_at_prior`), the Dice
+    loss on probabilities and Adam; a ``run_fn`` for
+    :func:`~tutorial_lib.experiments.run_grid`.
+
+    Returns
+    -------
+    dict
+        ``parameters``, ``seconds`` (of this call) and ``best_val_dice``.
+    """
+    keras.utils.set_random_seed(config["seed"])
+    grid = tuple(load_manifest(cache_dir)["shape"])
+    with training.precision_scope(config["precision"]):
+        model = models.unet(grid + (1,), filters=config["filters"], convs_per_level=1)
+    models.start_at_prior(model, target_prior(cache_dir, "train", target="wt"))
+    train_volumes = datasets.VolumeDataset(cache_dir, "train", batch_size=config["batch_size"], shuffle=True,
+                                           seed=config["seed"])
+    val_volumes = datasets.VolumeDataset(cache_dir, "val", batch_size=config["batch_size"])
+    start = time.perf_counter()
+    history = training.train(model, train_volumes, val_volumes, out_dir=run_dir, epochs=config["epochs"],
+                             loss="dice_probability", optimizer="adam", learning_rate=config["learning_rate"],
+                             schedule=config["schedule"], mixed_precision=config["precision"],
+                             seed=config["seed"], verbose=0).history
+    return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
+            "best_val_dice": max(history["val_dice"])}
 
 
 def patch_unet_config(profile: str, cache_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
@@ -254,10 +303,9 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
         ``epoch_cpu_seconds`` (the last epoch: the cost of training this network
         once it runs, without the fixed cost of starting a training).
     """
-    if config["output_bias"] not in ("zero", "prior"):
-        raise ValueError(f"output_bias must be 'zero' or 'prior', got {config['output_bias']!r}")
     keras.utils.set_random_seed(config["seed"])
-    model = _fresh_network(_unet3d_architecture(config), lambda: _initial_unet3d(config, cache_dir))
+    model = _fresh_network(_unet3d_architecture(config),
+                           lambda: _start(build_unet3d(config), config, cache_dir, config["target"]))
     common = dict(modalities=config["modalities"], target=config["target"], batch_size=config["batch_size"],
                   seed=config["seed"])
     train_cases = load_split(cache_dir)["train"]
@@ -282,6 +330,7 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     history = training.train(model, train_data, val_data, out_dir=run_dir, epochs=config["epochs"],
                              loss=_loss("dice_probability", reduction=config["loss_reduction"]),
                              optimizer=config["optimizer"], learning_rate=config["learning_rate"],
+                             schedule=config["schedule"],
                              seed=config["seed"], verbose=0, callbacks=[EpochCPUSeconds()]).history
     return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
             "best_val_dice": max(history["val_dice"]), "val_dice": history["val_dice"][-1],
@@ -301,9 +350,9 @@ def _unet3d_architecture(config: dict[str, Any]) -> dict[str, Any]:
     return dict(input_shape=(None, None, None, channels), num_classes=len(TARGETS[config["target"]]), **options)
 
 
-def _initial_unet3d(config: dict[str, Any], cache_dir: str | os.PathLike) -> keras.Model:
-    model = build_unet3d(config)
-    if config["output_bias"] == "prior":  # log(p / (1 - p)): a fresh network predicts the base rate
-        prior = target_prior(cache_dir, "train", target=config["target"])
-        model.layers[-1].bias.assign(np.log(prior / (1 - prior)).astype("float32"))
+def _start(model: keras.Model, config: dict[str, Any], cache_dir: str | os.PathLike, target: str) -> keras.Model:
+    if config["output_bias"] not in ("zero", "prior"):
+        raise ValueError(f"output_bias must be 'zero' or 'prior', got {config['output_bias']!r}")
+    if config["output_bias"] == "prior":
+        models.start_at_prior(model, target_prior(cache_dir, "train", target=target))
     return model
