@@ -523,10 +523,13 @@ def _execute_timed(source: Path, target: Path, parameters: dict[str, Any], timeo
     return error, time.perf_counter() - start, round(memory.peak_mb, 1)
 
 
-def _kernel_threads(jobs: int) -> dict[str, str]:
-    """TensorFlow's thread pools for one of ``jobs`` kernels running at once: its share of the cores."""
+def _kernel_threads(jobs: int, threads: int | None = None) -> dict[str, str]:
+    """TensorFlow's thread pools for one of ``jobs`` kernels running at once: its share of the cores.
+
+    A profile that fixes ``threads`` gets that many per operation (``open_chapter`` sets it too).
+    """
     share = str(max(1, (os.cpu_count() or 1) // jobs))
-    return {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": share}
+    return {"TF_NUM_INTRAOP_THREADS": str(threads or share), "TF_NUM_INTEROP_THREADS": share}
 
 
 def _default_environment(values: dict[str, str]) -> None:
@@ -575,11 +578,10 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
     import multiprocessing
 
     # Kernels left at TensorFlow's own thread count would oversubscribe the cores: three at
-    # once took longer than one after the other. Fewer threads also add a step's sums in
-    # another order, which can change a borderline run (book/running.md).
+    # once took longer than one after the other.
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_default_environment,
-                                                initargs=(_kernel_threads(jobs),)) as pool:
+                                                initargs=(_kernel_threads(jobs, execution["threads"]),)) as pool:
         futures = {pool.submit(_execute_timed, *tasks[Path(chapter).name], parameters, timeout,
                                {"desc": Path(chapter).name, "mininterval": 10}): Path(chapter).name
                    for chapter in start_order(chapters, execution["book_start_order"])}

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from tutorial_lib import data
 from tutorial_lib.chapters import open_chapter, versions
+from tutorial_lib.config import PROFILES
 
 
 def test_open_chapter_resolves_settings_once_and_reads_the_cache(tiny_cache, capsys):
     chapter = open_chapter("ci", "ablations", cache_dir=tiny_cache, epochs=5, seeds=None)
     assert chapter.settings["epochs"] == 5  # a parameter replaces the profile's value
-    assert chapter.settings["seeds"] == 3  # None keeps it (config.PROFILES["ci"]["ablations"])
-    assert chapter.settings["n_cases"] == 32  # the data settings come along
+    assert chapter.settings["seeds"] == PROFILES["ci"]["ablations"]["seeds"]  # None keeps the profile's value
+    assert chapter.settings["n_cases"] == PROFILES["ci"]["data"]["n_cases"]  # the data settings come along
     with pytest.raises(TypeError):
         chapter.settings["epochs"] = 1  # read-only: resolved once, for the whole chapter
     assert chapter.cache_dir == tiny_cache and dict(chapter.split) == data.load_split(tiny_cache)
@@ -59,3 +63,38 @@ def test_open_chapter_rejects_bad_arguments(tiny_cache, arguments, message):
 def test_open_chapter_names_a_folder_without_a_cache(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         open_chapter("ci", cache_dir=tmp_path)
+
+
+# A chapter's first cells: Keras imported, the chapter opened, then a short training. The weights' digest
+# is printed, so that processes given other thread counts can be compared bit for bit.
+TRAINING = """
+import hashlib, sys
+import keras, numpy as np
+from tutorial_lib import _kernel, losses, models
+_kernel.use_threads(int(sys.argv[1]) if sys.argv[1] != "none" else None)
+keras.utils.set_random_seed(0)
+model = models.unet((24, 24, 24, 4), filters=(4, 8, 16))
+rng = np.random.default_rng(0)
+x = rng.normal(size=(2, 24, 24, 24, 4)).astype("float32")
+y = (rng.random((2, 24, 24, 24, 1)) < 0.2).astype("float32")
+model.compile(keras.optimizers.Adam(3e-3), loss=losses.get_loss("dice_probability"))
+model.fit(x, y, epochs=8, batch_size=2, verbose=0)
+print(hashlib.sha256(np.concatenate([w.numpy().ravel() for w in model.weights]).tobytes()).hexdigest())
+"""
+
+
+def _trained_digest(environment_threads: str, pinned: str) -> str:
+    environment = {**os.environ, "TF_NUM_INTRAOP_THREADS": environment_threads, "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run([sys.executable, "-c", TRAINING, pinned], env=environment, capture_output=True,
+                            text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every thread count computes alike")
+def test_the_ci_profile_trains_the_same_network_whatever_the_thread_count():
+    # The book build gives each kernel 1 thread, a learner's laptop gives TensorFlow one per core.
+    assert PROFILES["ci"]["execution"]["threads"] == 1
+    pinned = {threads: _trained_digest(threads, "1") for threads in ("1", "2", "3")}
+    assert len(set(pinned.values())) == 1, pinned
+    # Without the pin the sums of two threads come out in another order, and the network differs.
+    assert _trained_digest("2", "none") != pinned["1"]

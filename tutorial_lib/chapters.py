@@ -25,7 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from tutorial_lib import course_data, data
+from tutorial_lib import _kernel, course_data, data
 from tutorial_lib.config import BRATS, get_profile
 
 __all__ = ["Chapter", "open_chapter", "versions"]
@@ -92,6 +92,10 @@ def open_chapter(
 ) -> Chapter:
     """Resolve a chapter's settings, ready its data, read the split, seed, and print the versions.
 
+    It also fixes TensorFlow's threads per operation where the profile sets
+    ``execution.threads`` (``ci``: 1), so that a chapter computes the same
+    networks, and so the same verdicts, on any machine and however it is run.
+
     Parameters
     ----------
     profile : {"ci", "laptop", "gpu", "dry-run"}
@@ -120,9 +124,10 @@ def open_chapter(
     FileNotFoundError
         If ``cache_dir`` holds no prepared cache.
     """
+    settings = MappingProxyType(get_profile(profile, group, **overrides))
+    _kernel.use_threads(get_profile(profile, "execution")["threads"])  # before the backend runs anything
     import keras
 
-    settings = MappingProxyType(get_profile(profile, group, **overrides))
     cache_dir = Path(course_data.ensure_course_data(profile) if cache_dir is None else cache_dir)
     chapter = Chapter(profile=profile, settings=settings, cache_dir=cache_dir, split=data.load_split(cache_dir),
                       manifest=MappingProxyType(data.load_manifest(cache_dir)))
