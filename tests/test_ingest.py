@@ -185,6 +185,28 @@ def test_split_sizes(n_cases, expected):
     assert split_sizes(n_cases) == expected
 
 
+@pytest.mark.parametrize(
+    "n_cases, test_cases, expected",
+    # shape: test given, val = round(0.2 * (n - test)), train the rest
+    [(55, 28, (22, 5, 28)), (55, 0, (44, 11, 0)), (10, 10, (0, 0, 10)), (285, 45, (192, 48, 45))],
+)
+def test_split_sizes_with_a_test_count(n_cases, test_cases, expected):
+    assert split_sizes(n_cases, test_cases=test_cases) == expected
+
+
+@pytest.mark.parametrize("test_cases", [-1, 11])
+def test_split_sizes_rejects_a_test_count_outside_the_cases(test_cases):
+    with pytest.raises(ValueError, match="test_cases"):
+        split_sizes(10, test_cases=test_cases)
+
+
+def test_split_cases_with_a_test_count_keeps_the_cases_and_the_seed():
+    ids = [f"case_{i:02d}" for i in range(55)]
+    split = split_cases(ids, seed=0, test_cases=28)
+    assert [len(split[part]) for part in ("train", "val", "test")] == [22, 5, 28]
+    assert sorted(split["train"] + split["val"] + split["test"]) == ids
+
+
 def test_split_cases_is_seeded_disjoint_and_order_free():
     ids = [f"Brats17_{index:03d}" for index in range(285)]
     split = split_cases(ids, seed=0)

@@ -30,12 +30,13 @@ __all__ = [
 ]
 
 
-def _cache_ready(cache: Path, n_cases: int, downsample: int) -> bool:
+def _cache_ready(cache: Path, n_cases: int, downsample: int, test_cases: int | None = None) -> bool:
     try:
-        manifest, _ = load_manifest(cache), load_split(cache)
+        manifest, split = load_manifest(cache), load_split(cache)
     except (FileNotFoundError, ValueError):
         return False
-    return manifest["downsample"] == downsample and len(manifest["cases"]) >= n_cases
+    return (manifest["downsample"] == downsample and len(manifest["cases"]) >= n_cases
+            and (test_cases is None or len(split["test"]) == test_cases))
 
 
 def _workers(workers: int | None) -> int:
@@ -84,7 +85,8 @@ def ensure_course_data(
 
     Generates the profile's ``n_cases`` BraTS-like cases (seed 0) under
     :func:`synthetic_raw_dir` and prepares them at its ``downsample`` into
-    ``<data_root>/cache/synthetic-n<N>-k<K>``. Both steps skip finished cases, and
+    ``<data_root>/cache/synthetic-n<N>-k<K>``, with the profile's ``test_cases``
+    in the test split (the study's share where it sets none). Both steps skip finished cases, and
     a lock file makes concurrent calls wait for each other, so calling this again
     (or from several notebooks) is cheap and safe.
 
@@ -93,7 +95,8 @@ def ensure_course_data(
     profile : {"ci", "laptop", "gpu", "dry-run"}
         Run profile (:data:`tutorial_lib.config.PROFILES`); gives ``n_cases`` and ``downsample``.
     n_cases : int, optional
-        Make this many cases instead of the profile's number.
+        Make this many cases instead of the profile's number; they are split
+        in the study's proportions.
     cache_dir : path, optional
         Where to put the cache instead of the default.
     workers : int, optional
@@ -118,16 +121,18 @@ def ensure_course_data(
     [48, 48, 40]
     """
     settings = get_profile(profile, n_cases=n_cases)
+    test_cases = settings["test_cases"] if n_cases is None else None
     n_cases, downsample = int(settings["n_cases"]), int(settings["downsample"])
     root = data_root()
     cache = Path(cache_dir) if cache_dir is not None else root / "cache" / f"synthetic-n{n_cases}-k{downsample}"
-    if _cache_ready(cache, n_cases, downsample):
+    if _cache_ready(cache, n_cases, downsample, test_cases):
         return cache
     with directory_lock(root / ".course-data.lock"):
-        if not _cache_ready(cache, n_cases, downsample):
+        if not _cache_ready(cache, n_cases, downsample, test_cases):
             raw = synthetic_raw_dir(n_cases)
             synthetic.make_dataset(raw, n_cases, seed=0, workers=_workers(workers))
-            report = ingest.prepare_dataset(raw, cache, downsample=downsample, workers=_workers(workers), seed=0)
+            report = ingest.prepare_dataset(raw, cache, downsample=downsample, workers=_workers(workers), seed=0,
+                                            test_cases=test_cases)
             if not report.ok:
                 raise RuntimeError(f"preparing the synthetic data failed:\n{report.summary()}")
     return cache

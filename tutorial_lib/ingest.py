@@ -457,12 +457,16 @@ def _prepare_one(
 # ----------------------------------------------------------------------------- split
 
 
-def split_sizes(n_cases: int) -> tuple[int, int, int]:
+def split_sizes(n_cases: int, *, test_cases: int | None = None) -> tuple[int, int, int]:
     """Train, validation and test sizes for ``n_cases`` labelled cases.
 
     The paper's 285 cases give 240 for training (20 % of them, 48, for
     validation) and 45 for testing. Other counts keep the proportions, rounding
     halves up: ``test = round(n * 45 / 285)``, ``val = round(0.2 * (n - test))``.
+    ``test_cases`` sets the test share instead; the rest is split as before.
+    (The synthetic ``ci`` data hold more test cases than the study's share:
+    a test case costs only inference, and verdicts need many, see
+    :mod:`tutorial_lib.verdicts`.)
 
     Examples
     --------
@@ -470,18 +474,22 @@ def split_sizes(n_cases: int) -> tuple[int, int, int]:
     (192, 48, 45)
     >>> split_sizes(16)
     (10, 3, 3)
+    >>> split_sizes(47, test_cases=20)
+    (22, 5, 20)
     """
     if n_cases < 0:
         raise ValueError(f"n_cases must be >= 0, got {n_cases}")
-    test = math.floor(n_cases * _PAPER_TEST / _PAPER_CASES + 0.5)
+    if test_cases is not None and not 0 <= test_cases <= n_cases:
+        raise ValueError(f"test_cases must lie between 0 and n_cases ({n_cases}), got {test_cases}")
+    test = math.floor(n_cases * _PAPER_TEST / _PAPER_CASES + 0.5) if test_cases is None else test_cases
     val = math.floor(_VAL_FRACTION * (n_cases - test) + 0.5)
     return n_cases - test - val, val, test
 
 
-def split_cases(case_ids: Iterable[str], *, seed: int) -> dict[str, list[str]]:
+def split_cases(case_ids: Iterable[str], *, seed: int, test_cases: int | None = None) -> dict[str, list[str]]:
     """Seeded train/val/test split with the sizes of :func:`split_sizes`.
 
-    The result depends only on the set of ids and the seed, not their order.
+    The result depends only on the set of ids, the seed and ``test_cases``, not their order.
 
     Returns
     -------
@@ -489,7 +497,7 @@ def split_cases(case_ids: Iterable[str], *, seed: int) -> dict[str, list[str]]:
         ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
     """
     ids = sorted(set(case_ids))
-    train, val, _ = split_sizes(len(ids))
+    train, val, _ = split_sizes(len(ids), test_cases=test_cases)
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
     parts = {"train": order[:train], "val": order[train : train + val], "test": order[train + val :]}
     return {name: sorted(part) for name, part in parts.items()}
@@ -547,7 +555,7 @@ def _check_downsample(downsample: int, finished: dict[str, dict], out_dir: Path)
         )
 
 
-def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
+def _write_index(out_dir: Path, downsample: int, seed: int, test_cases: int | None) -> None:
     cases = _finished_cases(out_dir / "cases")
     labelled = [case_id for case_id, meta in cases.items() if meta["labelled"]]
     shape = [n // downsample for n in BRATS.crop_shape]
@@ -557,7 +565,7 @@ def _write_index(out_dir: Path, downsample: int, seed: int) -> None:
          "cases": cases},
     )
     unlabelled = sorted(set(cases) - set(labelled))
-    split = {"seed": seed, **split_cases(labelled, seed=seed), "unlabelled": unlabelled}
+    split = {"seed": seed, **split_cases(labelled, seed=seed, test_cases=test_cases), "unlabelled": unlabelled}
     write_json_atomic(out_dir / "split.json", split)
 
 
@@ -626,6 +634,7 @@ def prepare_dataset(
     downsample: int = 1,
     workers: int = 1,
     seed: int = 0,
+    test_cases: int | None = None,
     progress: bool = True,
     max_member_bytes: int = MAX_MEMBER_BYTES,
     max_case_bytes: int = MAX_CASE_BYTES,
@@ -651,6 +660,8 @@ def prepare_dataset(
         Worker processes (1 runs in this process).
     seed : int, optional
         Seed of the train/val/test split.
+    test_cases : int, optional
+        Size of the test split; default the study's share (:func:`split_sizes`).
     progress : bool, optional
         Show a tqdm progress bar.
     max_member_bytes, max_case_bytes : int, optional
@@ -696,7 +707,7 @@ def prepare_dataset(
             results = _run_cases(todo, root, out_dir / "cases", downsample, workers, progress, str(src.resolve()))
             _collect(results, report)
             _blame_damage(report)
-            _write_index(out_dir, downsample, seed)
+            _write_index(out_dir, downsample, seed, test_cases)
         finally:
             if root != src:
                 shutil.rmtree(root, ignore_errors=True)
