@@ -281,5 +281,30 @@ def test_score_run_scores_the_kept_network_of_a_run(tiny_cache, tmp_path):
     case_ids = load_split(tiny_cache)["test"]
     expected = case_dice(network, tiny_cache, case_ids)
     assert score_run(folder, tiny_cache, case_ids) == pytest.approx(expected)
+    assert not list(folder.glob("scores-*.json"))  # an unfinished run (no done.json) keeps nothing
     with pytest.raises(FileNotFoundError, match="best epoch"):
         score_run(tmp_path / "unfinished", tiny_cache, case_ids)
+
+
+def test_a_finished_run_keeps_its_scores_and_scores_a_new_network_again(tiny_cache, tmp_path, monkeypatch):
+    from tutorial_lib import inference
+
+    keras.utils.set_random_seed(0)
+    folder = tmp_path / "demo-run"
+    folder.mkdir()
+    models.unet((None, None, None, 1), filters=(2, 4)).save(folder / "best.keras")
+    (folder / "done.json").write_text('{"epochs": 1}')
+    case_ids = load_split(tiny_cache)["test"] + load_split(tiny_cache)["val"]
+    scored = []
+    original = inference.case_dice
+    monkeypatch.setattr(inference, "case_dice", lambda model, cache, ids, **options: scored.append(list(ids))
+                        or original(model, cache, ids, **options))
+    first = score_run(folder, tiny_cache, case_ids[:1], modalities=["flair"])
+    again = score_run(folder, tiny_cache, case_ids, modalities=["flair"])
+    assert again[case_ids[0]] == first[case_ids[0]] and list(again) == case_ids
+    assert scored == [case_ids[:1], case_ids[1:]]  # the second call predicted only the case it had not seen
+    score_run(folder, tiny_cache, case_ids, modalities=["flair"])
+    assert len(scored) == 2  # all read back
+    models.unet((None, None, None, 1), filters=(2, 4)).save(folder / "best.keras")  # trained again
+    score_run(folder, tiny_cache, case_ids, modalities=["flair"])
+    assert scored[-1] == case_ids

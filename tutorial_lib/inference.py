@@ -22,6 +22,7 @@ probabilities ``(x, y, z, K)``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import MutableMapping
@@ -31,7 +32,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from tutorial_lib._files import atomic_path
+from tutorial_lib._files import atomic_path, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_brain, load_case
 from tutorial_lib.metrics import dice_coefficient
@@ -368,6 +369,13 @@ def score_run(
 ) -> dict[str, float]:
     """Whole-tumour Dice per case of a finished run's kept (best-validation) network.
 
+    A finished run (one with ``done.json``) keeps its scores in its folder,
+    ``scores-<key>.json``, keyed by the cache's :func:`~tutorial_lib.experiments.data_id`,
+    the prediction options and the kept network's file: running a chapter again
+    reads them back instead of predicting every case again, as it reads its
+    trainings back. Options that are not plain data (a post-processing function)
+    are scored afresh every time.
+
     Parameters
     ----------
     run : mapping or path
@@ -397,7 +405,31 @@ def score_run(
     folder = Path(run) if isinstance(run, (str, os.PathLike)) else experiments.run_dir(run)
     if isinstance(run, Mapping):
         predict_options.setdefault("modalities", run.get("modalities", ("flair",)))
-    return case_dice(training.load_best(folder), cache_dir, case_ids, **predict_options)
+    path, known = _scores_file(folder, cache_dir, predict_options), {}
+    if path is not None and path.is_file():
+        known = json.loads(path.read_text(encoding="utf-8"))
+    missing = [case_id for case_id in case_ids if case_id not in known]
+    if missing:
+        known.update(case_dice(training.load_best(folder), cache_dir, missing, **predict_options))
+        if path is not None:
+            write_json_atomic(path, known)
+    return {case_id: known[case_id] for case_id in case_ids}
+
+
+def _scores_file(folder: Path, cache_dir: str | os.PathLike, options: Mapping[str, Any]) -> Path | None:
+    """Where a finished run keeps its scores for these cases and options; ``None`` where it cannot."""
+    from tutorial_lib import experiments, training
+
+    best = folder / training.BEST_FILE
+    if not (folder / training.DONE_FILE).is_file() or not best.is_file():
+        return None
+    stat = best.stat()  # a network trained again (overwrite=True) is another network: other scores
+    try:
+        key = experiments.config_hash({"data": experiments.data_id(cache_dir), "options": dict(options),
+                                       "network": [stat.st_size, stat.st_mtime_ns]})
+    except ValueError:  # an option that is not plain data: nothing to key the scores on
+        return None
+    return folder / f"scores-{key}.json"
 
 
 def regions_to_labels(mask: np.ndarray) -> np.ndarray:
