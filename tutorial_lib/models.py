@@ -81,6 +81,7 @@ def conv_block(
     convs: int = 2,
     activation: str = "relu",
     residual: bool = False,
+    kernel_initializer: str = "he_normal",
     namer: _Namer | None = None,
 ) -> Any:
     """Apply ``convs`` same-padded convolutions with ``filters`` channels.
@@ -100,6 +101,10 @@ def conv_block(
     residual : bool, optional
         Add the block input to its output (through a 1x1(x1) convolution when
         the channel count changes), the ResNet idea the paper lists as future work.
+    kernel_initializer : str, optional
+        Keras initialiser of the convolution kernels. He initialisation keeps
+        the signal's size through ReLU layers (He et al., 2015); with Keras's
+        default, Glorot, a deep network without skips sometimes never starts.
     namer : callable, optional
         Produces layer names; ``None`` lets Keras choose.
 
@@ -118,12 +123,13 @@ def conv_block(
     shortcut = x
     for _ in range(convs):
         x = _make("conv", rank, namer, filters=filters, kernel_size=kernel_size,
-                  padding="same", activation=activation)(x)
+                  padding="same", activation=activation, kernel_initializer=kernel_initializer)(x)
     if not residual:
         return x
     if shortcut.shape[-1] != filters:
         # A 1x1 projection is the cheapest way to match channel counts.
-        shortcut = _make("conv", rank, namer, filters=filters, kernel_size=1)(shortcut)
+        shortcut = _make("conv", rank, namer, filters=filters, kernel_size=1,
+                         kernel_initializer=kernel_initializer)(shortcut)
     return layers.Add(name=namer("add") if namer else None)([x, shortcut])
 
 
@@ -195,7 +201,9 @@ def decoder_block(
     namer : callable, optional
         Produces layer names.
     **conv_options
-        Passed to :func:`conv_block` (``convs``, ``activation``, ``residual``).
+        Passed to :func:`conv_block` (``convs``, ``activation``, ``residual``,
+        ``kernel_initializer``); the transposed convolution uses the same
+        activation and initialiser.
 
     Returns
     -------
@@ -210,7 +218,8 @@ def decoder_block(
     rank = _spatial_rank(x)
     if upsampling == "transpose":
         x = _make("transpose", rank, namer, filters=filters, kernel_size=kernel_size, strides=2,
-                  padding="same", activation=conv_options.get("activation", "relu"))(x)
+                  padding="same", activation=conv_options.get("activation", "relu"),
+                  kernel_initializer=conv_options.get("kernel_initializer", "he_normal"))(x)
     else:
         x = _make("nearest", rank, namer, size=2)(x)
     if skip is not None:
@@ -281,6 +290,7 @@ def unet(
     activation: str = "relu",
     num_classes: int = 1,
     residual: bool = False,
+    kernel_initializer: str = "he_normal",
     name: str | None = None,
 ) -> keras.Model:
     """Build a 2D or 3D U-Net with sigmoid outputs; the input shape decides which.
@@ -318,6 +328,9 @@ def unet(
         Sigmoid output channels: 1 (whole tumour) or 3 (WT, TC, ET).
     residual : bool, optional
         Residual connections around every ``conv_block``.
+    kernel_initializer : str, optional
+        Starting weights of every hidden convolution (see :func:`conv_block`);
+        the output layer keeps Keras's default until :func:`start_at_prior`.
     name : str, optional
         Model name; default ``"unet2d"`` or ``"unet3d"``.
 
@@ -352,7 +365,7 @@ def unet(
     skip_levels = _skip_levels(skips, len(filters))
     namer = _Namer()
     conv_options = dict(kernel_size=kernel_size, convs=convs_per_level, activation=activation,
-                        residual=residual)
+                        residual=residual, kernel_initializer=kernel_initializer)
     inputs = keras.Input(tuple(input_shape), name="input")
     x, skip_tensors = inputs, []
     for level_filters in filters[:-1]:

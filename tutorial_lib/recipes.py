@@ -142,7 +142,8 @@ def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     base = dict(run=group, data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
                 batch_size=sizes["batch_size"], slice_step=sizes["slice_step"], filters=list(sizes["filters"]),
                 oversample_tumour=2, dropout=0.0, loss="dice_probability", loss_options={},
-                learning_rate=sizes["learning_rate"], schedule="cosine", output_bias="prior", seed=0)
+                learning_rate=sizes["learning_rate"], schedule="cosine", output_bias="prior",
+                kernel_initializer="he_normal", seed=0)
     return _merge(base, changes)
 
 
@@ -166,7 +167,7 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     """
     keras.utils.set_random_seed(config["seed"])
     architecture = dict(input_shape=tuple(load_manifest(cache_dir)["shape"])[:2] + (1,), filters=config["filters"],
-                        dropout=config["dropout"])
+                        dropout=config["dropout"], kernel_initializer=config["kernel_initializer"])
     model = _fresh_network(architecture, lambda: _start(models.unet(**architecture), config, cache_dir, "wt"))
     slices = dict(batch_size=config["batch_size"], slice_step=config["slice_step"], seed=config["seed"])
     train_slices = datasets.SliceDataset(cache_dir, "train", shuffle=True,
@@ -214,7 +215,8 @@ def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **chan
     sizes = get_profile(profile, group)
     base = dict(run=group, data=data_id(cache_dir), profile=profile, modalities=sizes.get("modalities", "all"),
                 target="wt", filters=list(sizes["filters"]), kernel_size=3, convs_per_level=2, skips="all",
-                upsampling="transpose", dropout=0.0, activation="relu", residual=False, optimizer="adam",
+                upsampling="transpose", dropout=0.0, activation="relu", residual=False,
+                kernel_initializer="he_normal", optimizer="adam",
                 learning_rate=sizes["learning_rate"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
                 patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
                 tumour_fraction=0.9, enhancing_fraction=0.0, loss_reduction="batch", output_bias="prior",
@@ -235,15 +237,15 @@ def volume_unet3d_config(profile: str, cache_dir: str | os.PathLike, **changes: 
     Examples
     --------
     >>> sorted(volume_unet3d_config("ci", cache))  # doctest: +SKIP
-    ['backend', 'batch_size', 'data', 'epochs', 'filters', 'learning_rate', 'precision', 'profile', 'run',
-     'schedule', 'seed']
+    ['backend', 'batch_size', 'data', 'epochs', 'filters', 'kernel_initializer', 'learning_rate', 'precision',
+     'profile', 'run', 'schedule', 'seed']
     """
     sizes = get_profile(profile, "unet3d")
     precision = sizes["mixed_precision"] or ("bfloat16" if training.gpu_available() else None)
     base = dict(run="unet3d", data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
                 filters=list(sizes["filters"]), batch_size=sizes["batch_size"],
-                learning_rate=sizes["learning_rate"], schedule="cosine", precision=precision,
-                backend=keras.backend.backend(), seed=0)
+                learning_rate=sizes["learning_rate"], schedule="cosine", kernel_initializer="he_normal",
+                precision=precision, backend=keras.backend.backend(), seed=0)
     return _merge(base, changes)
 
 
@@ -263,7 +265,8 @@ def train_volume_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str
     keras.utils.set_random_seed(config["seed"])
     grid = tuple(load_manifest(cache_dir)["shape"])
     with training.precision_scope(config["precision"]):
-        model = models.unet(grid + (1,), filters=config["filters"], convs_per_level=1)
+        model = models.unet(grid + (1,), filters=config["filters"], convs_per_level=1,
+                            kernel_initializer=config["kernel_initializer"])
     models.start_at_prior(model, target_prior(cache_dir, "train", target="wt"))
     train_volumes = datasets.VolumeDataset(cache_dir, "train", batch_size=config["batch_size"], shuffle=True,
                                            seed=config["seed"])
@@ -345,7 +348,8 @@ def build_unet3d(config: dict[str, Any]) -> keras.Model:
 
 def _unet3d_architecture(config: dict[str, Any]) -> dict[str, Any]:
     options = {key: config[key] for key in ("filters", "kernel_size", "convs_per_level", "skips",
-                                            "upsampling", "dropout", "activation", "residual")}
+                                            "upsampling", "dropout", "activation", "residual",
+                                            "kernel_initializer")}
     channels = len(modality_indices(config["modalities"]))
     return dict(input_shape=(None, None, None, channels), num_classes=len(TARGETS[config["target"]]), **options)
 
