@@ -527,16 +527,26 @@ def seeds_to_decide(
 PLANNED_EFFECT = 0.05
 
 
-def seeds_needed(parts: Iterable[tuple[Spread, Claim]], *, power: float = 0.8) -> str:
+def seeds_needed(
+    parts: Iterable[tuple[Spread, Claim]], *, verdict: str | None = None, seeds: int | None = None,
+    power: float = 0.8,
+) -> str:
     """What it would take to decide a claim, as a phrase for a table: the most seeds any of its parts needs.
 
     Each part is planned for the study's size of the effect (``claim.study_effect``),
-    or for :data:`PLANNED_EFFECT` where the study gives none.
+    or for :data:`PLANNED_EFFECT` where the study gives none. Given the claim's
+    ``verdict`` and the ``seeds`` per arm it was judged with, a decided claim
+    says so, and a claim left inconclusive with at least the seeds an effect of
+    the study's size needs says that its effect is smaller than the study's.
 
     Parameters
     ----------
     parts : iterable of (Spread, Claim)
         Each part of a claim with the spread measured for it (:func:`difference_spread`).
+    verdict : str, optional
+        The claim's verdict (one of :data:`VERDICTS`); needs ``seeds``.
+    seeds : int, optional
+        Seeds per arm behind the verdict.
     power : float, optional
         As in :func:`seeds_to_decide`.
 
@@ -547,15 +557,28 @@ def seeds_needed(parts: Iterable[tuple[Spread, Claim]], *, power: float = 0.8) -
         the case-to-case spread alone is too wide (more test cases), or the effect
         sits on the claim's margin.
 
+    Raises
+    ------
+    ValueError
+        Without parts, or for a ``verdict`` without ``seeds`` or not one of :data:`VERDICTS`.
+
     Examples
     --------
     >>> spread = difference_spread([[0.62, 0.62], [0.58, 0.58]], [[0.57, 0.57], [0.53, 0.53]])
     >>> seeds_needed([(spread, Claim("x beats y", "greater"))])  # planned for +0.05
     'about 7 seeds per arm'
+    >>> seeds_needed([(spread, Claim("x beats y", "greater", study_effect=0.3))], verdict=INCONCLUSIVE, seeds=3)
+    "about 2 seeds per arm would show the study's effect; this one is smaller"
+    >>> seeds_needed([(spread, Claim("x beats y", "greater"))], verdict=REPRODUCED, seeds=3)
+    'decided with 3 seeds per arm'
     """
     parts = list(parts)
     if not parts:
         raise ValueError("seeds_needed() needs at least one (spread, claim) part")
+    if verdict is not None and (verdict not in VERDICTS or seeds is None):
+        raise ValueError(f"verdict must be one of {VERDICTS} and come with seeds; got {verdict!r}, seeds={seeds!r}")
+    if verdict in (REPRODUCED, CONTRADICTED):
+        return f"decided with {seeds} seeds per arm"
     counts = []
     for spread, claim in parts:
         effect = PLANNED_EFFECT if claim.study_effect is None else claim.study_effect
@@ -566,6 +589,8 @@ def seeds_needed(parts: Iterable[tuple[Spread, Claim]], *, power: float = 0.8) -
                 return f"no number of seeds: the study's {effect:+g} lies on the claim's margin"
             return "more test cases: the case-to-case spread alone is too wide for any number of seeds"
         counts.append(count)
+    if verdict is not None and max(counts) <= seeds:
+        return f"about {max(counts)} seeds per arm would show the study's effect; this one is smaller"
     return f"about {max(counts)} seeds per arm"
 
 
