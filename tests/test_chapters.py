@@ -91,6 +91,8 @@ def _trained_digest(environment_threads: str, pinned: str) -> str:
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: every thread count computes alike")
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow",
+                    reason="it trains on TensorFlow, whose threads the pin sets, under any backend of the session")
 def test_the_ci_profile_trains_the_same_network_whatever_the_thread_count():
     # The book build gives each kernel 1 thread, a learner's laptop gives TensorFlow one per core.
     assert PROFILES["ci"]["execution"]["threads"] == 1
