@@ -48,7 +48,7 @@ unit: setup-bench
 # Test modules whose code never reaches Keras (NumPy, SciPy, files, the notebooks' structure, the build's
 # tooling) give the same result on any backend: the JAX pass leaves them to the TensorFlow one. A new
 # module runs on both until it is named here.
-BACKEND_FREE_TESTS := baseline build_course config course_data data experiments files ingest metrics \
+BACKEND_FREE_TESTS := assignments baseline build_course config course_data data experiments files ingest metrics \
 	notebooks postprocess selfcheck set_repository sources synthetic verdicts
 
 unit-jax: setup-bench
