@@ -185,3 +185,19 @@ def test_train_loop_smoke_runs_chapter_03s_loop(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())["rows"]
     assert row["steps"] == 2 and row["s/step"] > 0 and row["peak memory (GB)"] > 0
     assert row["gpu run, projected (h)"] == pytest.approx(row["s/step"] * 192 * 50 / 3600)
+
+
+def test_seed_spread_runs_the_a_a_test_at_3_and_6_seeds_per_arm_where_it_has_the_runs() -> None:
+    import numpy as np
+    import seed_spread
+
+    rng = np.random.default_rng(0)
+    seed_means = rng.normal(0.6, 0.03, size=(12, 1))  # one configuration: seed spread plus case spread
+    scores = {"test": np.clip(seed_means + rng.normal(0, 0.15, size=(12, 20)), 0, 1),
+              "fresh": np.clip(seed_means[:8] + rng.normal(0, 0.15, size=(8, 60)), 0, 1)}
+    rows = seed_spread.a_a_rows("patch", scores)
+    # 12 runs make arms of 3 and 6; 8 runs only arms of 3
+    assert [(row["cases"], row["seeds per arm"]) for row in rows] == [("test (20)", 3), ("test (20)", 6),
+                                                                       ("fresh (60)", 3)]
+    for row in rows:
+        assert 0 <= row["false verdicts"] <= 0.2 and row["median width"] > 0 and row["splits"] > 0
