@@ -16,7 +16,10 @@ The pipeline has three steps:
 
 It prints a table of per-notebook execution times, writes them to
 ``<out>/course/timings.json`` and ends with the absolute path of
-``index.html``.
+``index.html``. The terminal shows papermill's progress bars and the build's
+own lines only: what each chapter's kernel (and every process it starts)
+writes to stdout and stderr goes to ``<out>/course/logs/<chapter>.log``,
+which a failed chapter's message names.
 
 Examples
 --------
@@ -43,7 +46,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import yaml
 
@@ -95,7 +98,8 @@ class ChapterRun:
     fingerprint : str
         ``source_fingerprint`` of the sources at execution time.
     error : str or None
-        For a failed chapter: which cell failed and the exception.
+        For a failed chapter: which cell failed and the exception, and where
+        its kernel's log is.
     peak_rss_mb : float or None
         Largest resident memory of the chapter's kernel (its process tree), in MiB,
         sampled every 0.2 s.
@@ -284,12 +288,18 @@ def execute_chapter(
     cell_timeout: float | None = None,
     kernel_name: str = KERNEL_NAME,
     progress: bool | dict[str, Any] = True,
+    log: Path | None = None,
 ) -> str | None:
     """Execute ``source`` with papermill and write the executed copy to ``target``.
 
     The copy is written under a temporary name and renamed on success, so
     ``target`` is either a complete executed notebook or absent. A failed
     execution is kept next to it as ``<name>.failed.ipynb`` for inspection.
+
+    With ``log``, this process's file descriptors 1 and 2 point to that file
+    while papermill runs, so the kernel and every process it starts (which
+    inherit them) write there instead of the terminal; papermill's progress bar
+    still writes to the terminal.
 
     Parameters
     ----------
@@ -305,11 +315,15 @@ def execute_chapter(
         Jupyter kernel to run on.
     progress : bool or dict
         papermill's progress bar: on, off, or the options of its ``tqdm`` bar.
+    log : Path or None
+        File for the kernel's stdout and stderr, emptied first; ``None`` leaves
+        them on this process's own.
 
     Returns
     -------
     str or None
-        ``None`` on success, otherwise a message naming the failing cell.
+        ``None`` on success, otherwise a message naming the failing cell, ending
+        with ``"; kernel log: <log>"`` when there is a log.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -317,25 +331,29 @@ def execute_chapter(
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.stem}.partial.ipynb")
     target.unlink(missing_ok=True)
+    see_log = "" if log is None else f"; kernel log: {log}"
     try:
-        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
-            try:
-                papermill.execute_notebook(
-                    str(source), str(partial), parameters=parameters, kernel_name=kernel_name,
-                    cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=progress,
-                )
-                break
-            except RuntimeError as error:
-                if not _kernel_did_not_start(error) or attempt == KERNEL_START_ATTEMPTS:
-                    raise
-                print(f"{source.stem}: the kernel died while starting ({error}); starting another",
-                      file=sys.stderr, flush=True)
+        with contextlib.nullcontext(sys.stderr) if log is None else _kernel_output_to(log) as terminal:
+            if progress and log is not None:  # tqdm writes to sys.stderr, whose fd now leads to the log
+                progress = (progress if isinstance(progress, dict) else {}) | {"file": terminal}
+            for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+                try:
+                    papermill.execute_notebook(
+                        str(source), str(partial), parameters=parameters, kernel_name=kernel_name,
+                        cwd=str(target.parent), execution_timeout=cell_timeout, progress_bar=progress,
+                    )
+                    break
+                except RuntimeError as error:
+                    if not _kernel_did_not_start(error) or attempt == KERNEL_START_ATTEMPTS:
+                        raise
+                    print(f"{source.stem}: the kernel died while starting ({error}); starting another",
+                          file=terminal, flush=True)
     except PapermillExecutionError as error:
         os.replace(partial, target.with_name(f"{target.stem}.failed.ipynb"))
-        return f"{_describe_cell(source, error.source, error.exec_count)}: {error.ename}: {error.evalue}"
+        return f"{_describe_cell(source, error.source, error.exec_count)}: {error.ename}: {error.evalue}{see_log}"
     except Exception as error:  # kernel death, timeout, missing kernel: still report per chapter
         partial.unlink(missing_ok=True)
-        return f"{type(error).__name__}: {error}"
+        return f"{type(error).__name__}: {error}{see_log}"
     _remove_hidden_tests(partial)
     os.replace(partial, target)
     target.with_name(f"{target.stem}.failed.ipynb").unlink(missing_ok=True)
@@ -345,6 +363,36 @@ def execute_chapter(
 # Kernels started side by side can pick the same free port (jupyter_client chooses the
 # ports before the kernel binds them); the loser dies before running any cell.
 KERNEL_START_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def _kernel_output_to(log: Path) -> Iterator[TextIO]:
+    """Point this process's file descriptors 1 and 2 at ``log`` (emptied) for the block; yield a stream to the old fd 2.
+
+    A kernel inherits the descriptors, not ``sys.stdout``/``sys.stderr``, and so
+    do the processes it starts (TensorFlow's C++ logging, Dask workers): only
+    moving the descriptors themselves catches all of them.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    # Python's buffers write to whatever fd 1 and 2 are when flushed: the build's lines belong on the terminal.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminal = os.fdopen(os.dup(2), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                         errors="replace")
+    try:
+        with open(log, "wb") as sink:
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+        yield terminal
+    finally:
+        with contextlib.suppress(Exception):  # what papermill's own process wrote meanwhile goes to the log
+            sys.stdout.flush()
+            sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+        terminal.close()
 
 
 def _kernel_did_not_start(error: BaseException) -> bool:
@@ -511,15 +559,18 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _execute_timed(source: Path, target: Path, parameters: dict[str, Any], timeout: float | None,
-                   progress: bool | dict[str, Any]) -> tuple[str | None, float, float]:
+                   progress: bool | dict[str, Any], log: Path | None = None) -> tuple[str | None, float, float]:
     """Execute one chapter; return its error (or None), seconds and peak memory in MiB.
 
     Module-level so that a worker process can run it: the kernel is then that
-    worker's only child, and the peak memory that chapter's alone.
+    worker's only child, and the peak memory that chapter's alone. The kernel's
+    output goes to ``log`` (see :func:`execute_chapter`); in a worker the
+    redirection is the worker's own, so chapters running at once keep apart.
     """
     start = time.perf_counter()
     with PeakMemory() as memory:
-        error = execute_chapter(source, target, parameters=parameters, cell_timeout=timeout, progress=progress)
+        error = execute_chapter(source, target, parameters=parameters, cell_timeout=timeout, progress=progress,
+                                log=log)
     return error, time.perf_counter() - start, round(memory.peak_mb, 1)
 
 
@@ -541,9 +592,10 @@ def _default_environment(values: dict[str, str]) -> None:
 def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Path) -> list[ChapterRun]:
     """Execute ``chapters``, ``--jobs`` at a time (in :func:`start_order`), recorded in table-of-contents order.
 
-    Each finished chapter is recorded at once in ``timings.json``. Chapters that
-    run at once and ask for the same network share it: the run cache trains a
-    configuration once and the other waits for it (``experiments.cached_run``).
+    Each finished chapter is recorded at once in ``timings.json``; its kernel's
+    output is in ``<book_dir>/logs/<name>.log``. Chapters that run at once and
+    ask for the same network share it: the run cache trains a configuration
+    once and the other waits for it (``experiments.cached_run``).
     """
     parameters: dict[str, Any] = {"profile": args.profile}
     if args.cache_dir is not None:
@@ -568,10 +620,11 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
 
     tasks = {Path(chapter).name: (args.root / f"{chapter}.ipynb", book_dir / f"{chapter}.ipynb")
              for chapter in chapters}
+    logs = {name: book_dir / "logs" / f"{name}.log" for name in tasks}
     if jobs == 1:
         for name, (source, target) in tasks.items():
             print(f"\n=== executing {name} (profile {args.profile}) ===", flush=True)
-            record(name, *_execute_timed(source, target, parameters, timeout, True))
+            record(name, *_execute_timed(source, target, parameters, timeout, True, logs[name]))
         return list(runs.values())
     print(f"\n=== executing {len(tasks)} chapters, {jobs} at a time (profile {args.profile}) ===", flush=True)
     import concurrent.futures
@@ -582,8 +635,10 @@ def _execute_all(args: argparse.Namespace, chapters: Sequence[str], book_dir: Pa
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_default_environment,
                                                 initargs=(_kernel_threads(jobs, execution["threads"]),)) as pool:
+        # execute_chapter, in the worker, gives the progress bar its stream: an open file cannot be pickled.
         futures = {pool.submit(_execute_timed, *tasks[Path(chapter).name], parameters, timeout,
-                               {"desc": Path(chapter).name, "mininterval": 10}): Path(chapter).name
+                               {"desc": Path(chapter).name, "mininterval": 10}, logs[Path(chapter).name]):
+                   Path(chapter).name
                    for chapter in start_order(chapters, execution["book_start_order"])}
         for future in concurrent.futures.as_completed(futures):
             record(futures[future], *future.result())

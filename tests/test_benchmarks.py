@@ -201,3 +201,17 @@ def test_seed_spread_runs_the_a_a_test_at_3_and_6_seeds_per_arm_where_it_has_the
                                                                        ("fresh (60)", 3)]
     for row in rows:
         assert 0 <= row["false verdicts"] <= 0.2 and row["median width"] > 0 and row["splits"] > 0
+
+
+def test_grid_workers_smoke_gives_the_serial_grid_and_projects_the_gpu_grid(tiny_cache: Path) -> None:
+    import bench_grid_workers
+
+    serial, spread = bench_grid_workers.main(["--smoke", "--cache-dir", str(tiny_cache)])
+    assert [row["grid"] for row in (serial, spread)] == ["serial, this process", "2 local workers"]
+    assert serial["same records"] and serial["same weights"] and spread["wall seconds"] > 0
+    from tutorial_lib.config import get_profile
+
+    one, four, eight = bench_grid_workers.project_gpu_grid(tiny_cache)
+    gpu = get_profile("gpu", "ablations")  # 10 configurations, and the A/A test's further baseline seeds
+    assert one["runs"] == 10 * gpu["seeds"] + gpu["a_a_seeds"] - gpu["seeds"]
+    assert one["hours"] > four["hours"] > eight["hours"] >= one["hours"] / 8

@@ -1,4 +1,4 @@
-"""scripts/build_course.py: placeholders for chapters a build skipped, staging, and chapters run side by side."""
+"""scripts/build_course.py: placeholders, staging, chapters run side by side, and the kernels' logs."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ _WAITING_CHAPTER = """
 import os, pathlib, time
 here, other = pathlib.Path("{name}.started"), pathlib.Path("{other}.started")
 here.write_text(os.environ.get("TF_NUM_INTRAOP_THREADS", "unset"))
+os.write(2, b"noise from chapter {name}\\n")
 deadline = time.monotonic() + 120
 while not other.exists() and time.monotonic() < deadline:
     time.sleep(0.05)
@@ -76,7 +77,7 @@ assert other.exists(), "the other chapter never started alongside this one"
 """
 
 
-def test_two_jobs_run_chapters_side_by_side_and_record_each(tmp_path, monkeypatch):
+def test_two_jobs_run_chapters_side_by_side_and_record_each(tmp_path, monkeypatch, capfd):
     # The worker processes import the script by name, as they do when it runs as a script.
     monkeypatch.syspath_prepend(str(REPO / "scripts"))
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)  # a user's own setting would be kept
@@ -96,6 +97,13 @@ def test_two_jobs_run_chapters_side_by_side_and_record_each(tmp_path, monkeypatc
     timings = json.loads((book_dir / build_course.TIMINGS_FILE).read_text())["chapters"]
     assert {name: (run["status"], run["jobs"]) for name, run in timings.items()} == {"a": ("ok", 2), "b": ("ok", 2)}
     assert all(run["peak_rss_mb"] > 0 for run in timings.values())  # each worker saw its own kernel
+    # Each worker sends its own kernel's output to that chapter's log, and nothing of it to the terminal.
+    terminal = capfd.readouterr()
+    assert "noise from chapter" not in terminal.out + terminal.err
+    assert "a: ok in" in terminal.out and "b: ok in" in terminal.out
+    for name, other in (("a", "b"), ("b", "a")):
+        log = (book_dir / "logs" / f"{name}.log").read_text()
+        assert f"noise from chapter {name}" in log and f"noise from chapter {other}" not in log
 
 
 @pytest.mark.parametrize("first, expected", [
@@ -149,3 +157,52 @@ def test_a_kernel_that_dies_while_starting_is_started_again(tmp_path, monkeypatc
     else:
         assert error in result and not target.exists()
     assert (tmp_path / "deaths").read_text() == "0"
+
+
+# What a kernel writes to its fds 1 and 2, itself or through a child process, as TensorFlow's C++ logging does.
+_NOISY_CELL = """
+import os, subprocess, sys
+os.write(1, b"noise from the kernel on stdout\\n")
+os.write(2, b"noise from the kernel on stderr\\n")
+subprocess.run([sys.executable, "-c", "import os; os.write(2, b'noise from the kernel via a child\\\\n')"], check=True)
+"""
+
+
+def _python_notebook(path: Path, *sources: str) -> Path:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_the_kernel_writes_to_its_log_and_the_terminal_keeps_the_progress_bar(tmp_path, monkeypatch, capfd):
+    # ipykernel leaves fds 1 and 2 alone under pytest; a build's kernel copies them into the notebook too.
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    source = _python_notebook(tmp_path / "noisy.ipynb", _NOISY_CELL)
+    log = tmp_path / "out" / "logs" / "noisy.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("from the previous execution\n")
+    result = build_course.execute_chapter(source, tmp_path / "out" / "noisy.ipynb", parameters={},
+                                          kernel_name="python3", progress={"desc": "noisy chapter"}, log=log)
+    print("the build's own line")
+    assert result is None
+    terminal = capfd.readouterr()
+    assert "noise from the kernel" not in terminal.out + terminal.err
+    assert "noisy chapter" in terminal.err  # papermill's tqdm bar
+    assert "the build's own line" in terminal.out  # fd 1 is the terminal again
+    text = log.read_text()
+    assert "noise from the kernel on stdout" in text and "noise from the kernel on stderr" in text
+    assert "noise from the kernel via a child" in text
+    assert "previous execution" not in text
+
+
+def test_a_failed_chapter_names_its_kernel_log(tmp_path, capfd):
+    source = _python_notebook(tmp_path / "broken.ipynb", "print(1)", "raise ValueError('broken on purpose')")
+    log = tmp_path / "out" / "logs" / "broken.log"
+    result = build_course.execute_chapter(source, tmp_path / "out" / "broken.ipynb", parameters={},
+                                          kernel_name="python3", progress=False, log=log)
+    assert result.startswith("cell 2 of 2 (In [2], starting \"raise ValueError('broken on purpose')\"): ValueError")
+    assert result.endswith(f"; kernel log: {log}") and log.is_file()
+    assert (tmp_path / "out" / "broken.failed.ipynb").is_file()
+    os.write(2, b"after the failure\n")  # fd 2 is restored when the execution fails too
+    assert "after the failure" in capfd.readouterr().err

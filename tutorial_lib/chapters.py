@@ -18,6 +18,7 @@ ci profile: cache data/cache/synthetic-n32-k4, grid 48 × 48 × 40 (4× down-sam
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from tutorial_lib import _kernel, course_data, data
+from tutorial_lib import _kernel, course_data, data, workers
 from tutorial_lib.config import BRATS, get_profile
 
 __all__ = ["Chapter", "open_chapter", "versions"]
@@ -48,6 +49,9 @@ class Chapter:
         Case identifiers by split (``"train"``, ``"val"``, ``"test"``, ...).
     manifest : mapping
         The cache's manifest (grid, down-sampling, source, per-case facts).
+    execution : mapping
+        The profile's ``execution`` settings: threads per operation, local
+        workers for the grids (``grid_workers``).
     """
 
     profile: str
@@ -55,6 +59,19 @@ class Chapter:
     cache_dir: Path
     split: Mapping[str, list[str]]
     manifest: Mapping[str, Any]
+    execution: Mapping[str, Any]
+
+    @functools.cached_property
+    def grid_executor(self) -> Any:
+        """Where the chapter's grids train, for ``run_grid(..., executor=chapter.grid_executor)``.
+
+        ``None`` (this process, one run after another) unless the profile's
+        ``execution.grid_workers`` asks for several local workers or
+        ``$BRATS_COURSE_SCHEDULER`` names a Dask scheduler
+        (:func:`tutorial_lib.workers.grid_client`); made on first use, so a
+        chapter that trains no grid starts no workers.
+        """
+        return workers.grid_client(self.execution["grid_workers"], threads=self.execution["threads"])
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -125,12 +142,14 @@ def open_chapter(
         If ``cache_dir`` holds no prepared cache.
     """
     settings = MappingProxyType(get_profile(profile, group, **overrides))
-    _kernel.use_threads(get_profile(profile, "execution")["threads"])  # before the backend runs anything
+    execution = MappingProxyType(get_profile(profile, "execution"))
+    _kernel.use_threads(execution["threads"])  # before the backend runs anything
     import keras
 
-    cache_dir = Path(course_data.ensure_course_data(profile) if cache_dir is None else cache_dir)
+    # Absolute: a grid's workers may run in another folder, or on another machine that mounts the data.
+    cache_dir = Path(course_data.ensure_course_data(profile) if cache_dir is None else cache_dir).resolve()
     chapter = Chapter(profile=profile, settings=settings, cache_dir=cache_dir, split=data.load_split(cache_dir),
-                      manifest=MappingProxyType(data.load_manifest(cache_dir)))
+                      manifest=MappingProxyType(data.load_manifest(cache_dir)), execution=execution)
     keras.utils.set_random_seed(seed)
     counts = " / ".join(f"{len(chapter.split.get(name, []))} {name}" for name in ("train", "val", "test"))
     print(versions())

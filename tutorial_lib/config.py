@@ -113,7 +113,12 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # however many cores or kernels a machine has, so a verdict cannot change with
 # the machine; bigger profiles leave the count to TensorFlow (one per core).
 # Chapter 07 goes before 06 although it reuses 06's network: whichever asks
-# first trains it and the other waits (run cache).
+# first trains it and the other waits (run cache). "grid_workers" is how many
+# local worker processes train a chapter's grid side by side
+# (tutorial_lib.workers; "gpus": one per visible GPU, each seeing its own):
+# alone on 2 cores, two workers trained chapter 05's ci grid 1.2x as fast,
+# but the ci build already runs three chapters on those 2 cores, and a
+# second worker per chapter only made it slower (book/many_machines.md).
 # "another_site" (chapter 08) trains chapter 06's network four ways (with and
 # without augmentation, on the course's images and on the varied generator's),
 # each with `seeds` seeds; the augmentation settings are the fields of
@@ -154,7 +159,8 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "another_site": dict(seeds=2, augmentation=_AUGMENTATION),
             # A hung cell should fail the CI run rather than eat its budget.
             "execution": dict(book_cell_timeout_s=600, grading_cell_timeout_s=300, book_jobs=3,
-                              book_start_order=("05", "08", "04", "03", "07", "02", "06"), threads=1),
+                              book_start_order=("05", "08", "04", "03", "07", "02", "06"), threads=1,
+                              grid_workers=1),
         }
     ),
     # A laptop CPU: tens of minutes per chapter.
@@ -179,7 +185,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "another_site": dict(seeds=3, augmentation=_AUGMENTATION),
             # Single training cells legitimately run for many minutes here.
             "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=3600, book_jobs=1, book_start_order=(),
-                              threads=None),
+                              threads=None, grid_workers=1),
         }
     ),
     # A single modern GPU with real BraTS 2017 (285 cases) at full size.
@@ -200,7 +206,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
                                patches_per_case=2, batch_size=2, seeds=2),
             "another_site": dict(seeds=3, augmentation=_AUGMENTATION),
             "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=6 * 3600, book_jobs=1,
-                              book_start_order=(), threads=None),
+                              book_start_order=(), threads=None, grid_workers="gpus"),
         }
     ),
 }

@@ -20,7 +20,9 @@ another that asks for the same configuration (two chapters open at once, say)
 waits and then reads the finished record, so a run is never trained twice into
 one folder.
 
-:func:`run_grid` applies it to many configurations and tabulates the results.
+:func:`run_grid` applies it to many configurations and tabulates the results,
+here or on the worker processes of an executor (:mod:`tutorial_lib.workers`),
+which share the run root and so these guarantees.
 A record looks like ``{"config": {...}, "results": {"val_dice": 0.71, ...}}``;
 the per-epoch history stays in the run folder's ``history.csv``
 (:func:`tutorial_lib.training.load_history`).
@@ -300,26 +302,39 @@ def run_grid(
     root: str | os.PathLike | None = None,
     force: bool = False,
     description: str = "grid",
+    executor: Any = None,
 ) -> pd.DataFrame:
     """:func:`cached_run` for each configuration, with one table of the results.
 
     An interrupted grid keeps every finished run and resumes the one that was
     training; running the grid again only runs what has not finished.
 
+    With an ``executor`` the configurations train side by side: each
+    :func:`cached_run` is submitted to it, a Dask ``distributed.Client``
+    (:func:`tutorial_lib.workers.grid_client`) or any
+    ``concurrent.futures`` executor of processes. Its workers share the run
+    root, so the run cache's promises hold across them: one training per
+    configuration, a record written whole or not at all, and a worker killed
+    mid-training leaves a run that the next one resumes (Dask gives the task
+    to another worker by itself). The table is the serial run's, row for row.
+
     Parameters
     ----------
     configs : iterable of mapping
         Run configurations, each with a ``"run"`` name.
     run_fn, root, force
-        As for :func:`cached_run`.
+        As for :func:`cached_run`. With an executor ``run_fn`` must pickle
+        (a module's function, or a ``functools.partial`` of one).
     description : str, optional
         Label of the progress bar.
+    executor : distributed.Client or concurrent.futures.Executor, optional
+        Where the runs train; ``None`` trains them here, one after another.
 
     Returns
     -------
     pandas.DataFrame
-        One row per configuration: its keys (lists shown as tuples), its
-        results, ``config_hash`` and ``from_cache``.
+        One row per configuration, in the order given: its keys (lists shown
+        as tuples), its results, ``config_hash`` and ``from_cache``.
 
     Examples
     --------
@@ -329,9 +344,44 @@ def run_grid(
     >>> grid["y"].tolist()
     [1, 4]
     """
+    configs = [dict(config) for config in configs]
+    for config in configs:
+        run_dir(config)  # a configuration without a run name fails here, before any training starts
+    if executor is None:
+        outcomes = [cached_run(config, run_fn, root=root, force=force)
+                    for config in tqdm(configs, desc=description, unit="run")]
+    else:
+        # Workers elsewhere read the root as given here: an absolute path, not this process's default.
+        outcomes = _run_on(executor, configs, run_fn, root=Path(root or run_root()).resolve(), force=force,
+                           description=description)
     rows = []
-    for config in tqdm(list(configs), desc=description, unit="run"):
-        record, from_cache = cached_run(config, run_fn, root=root, force=force)
-        row = {name: _table_value(value) for name, value in dict(config).items()}
+    for config, (record, from_cache) in zip(configs, outcomes):
+        row = {name: _table_value(value) for name, value in config.items()}
         rows.append({**row, **record["results"], "config_hash": config_hash(config), "from_cache": from_cache})
     return pd.DataFrame(rows)
+
+
+def _run_on(executor: Any, configs: list[dict[str, Any]], run_fn: Callable, *, root: Path, force: bool,
+            description: str) -> list[tuple[dict[str, Any], bool]]:
+    """Submit each configuration's :func:`cached_run`; their outcomes in the order of ``configs``."""
+    import concurrent.futures
+
+    dask = hasattr(executor, "gather")  # a distributed.Client: tasks get names its dashboard shows
+    futures = []
+    for config in configs:
+        extra = {"key": f"{run_dir(config, root=root).name}-{os.urandom(4).hex()}"} if dask else {}
+        futures.append(executor.submit(cached_run, config, run_fn, root=root, force=force, **extra))
+    if dask:
+        from distributed import as_completed
+    else:
+        as_completed = concurrent.futures.as_completed
+    link = getattr(executor, "dashboard_link", None)
+    try:
+        for future in tqdm(as_completed(futures), total=len(futures), desc=description, unit="run",
+                           postfix=f"dashboard {link}" if link else None):
+            future.result()  # the first failed run stops the grid, as it does serially
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return [future.result() for future in futures]

@@ -341,9 +341,16 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
             "epoch_cpu_seconds": history["epoch_cpu_seconds"][-1]}
 
 
-def build_unet3d(config: dict[str, Any]) -> keras.Model:
-    """The fully convolutional 3D U-Net of ``config``: any input size, so patches and volumes alike."""
-    return models.unet(**_unet3d_architecture(config))
+def build_unet3d(config: dict[str, Any], *, spatial_shape: tuple[int, int, int] | None = None) -> keras.Model:
+    """The fully convolutional 3D U-Net of ``config``: any input size, so patches and volumes alike.
+
+    ``spatial_shape`` fixes the input's ``(x, y, z)``, for counting what one
+    input of that size costs (:func:`tutorial_lib.costs.forward_flops`).
+    """
+    architecture = _unet3d_architecture(config)
+    if spatial_shape is not None:
+        architecture["input_shape"] = (*spatial_shape, architecture["input_shape"][-1])
+    return models.unet(**architecture)
 
 
 def _unet3d_architecture(config: dict[str, Any]) -> dict[str, Any]:
