@@ -33,11 +33,14 @@ import pytest
 import tutorial_lib  # noqa: E402,F401  (sets TensorFlow's switches before any test imports it)
 
 if os.environ.get("KERAS_BACKEND") == "jax":
-    import jax
-
     # JAX 0.10's partitionable threefry makes every new weight shape cost
     # seconds of CPU to initialise; the classic generator only changes which
-    # random numbers come out, and keeps the JAX test run within budget.
+    # random numbers come out, and keeps the JAX test run within budget. Set
+    # in the environment, so the processes a test starts (a grid's workers)
+    # draw the same numbers as this one.
+    os.environ["JAX_THREEFRY_PARTITIONABLE"] = "false"
+    import jax
+
     jax.config.update("jax_threefry_partitionable", False)
 
 # Tests that start their own TensorFlow interpreter whatever the backend; `make test`'s TensorFlow pass runs them.
