@@ -5,7 +5,7 @@ the profile's seeds, are trained twice into two fresh run roots: serially
 (``experiments.run_grid`` without an executor) and on ``--workers`` worker
 processes (``workers.grid_client``). The script prints both wall times, the
 speed-up, and whether the two runs ended in the same records (timings aside)
-and the same saved weights, byte for byte.
+and the same values in the saved weights, bit for bit.
 
 It then projects the ``gpu`` profile's grid (whole 192 x 192 x 160 volumes,
 real BraTS's 285 cases) onto 1, 4 and 8 GPUs: each run's cost is its

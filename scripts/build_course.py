@@ -53,6 +53,7 @@ import yaml
 from tutorial_lib._files import write_json_atomic
 from tutorial_lib._kernel import KERNEL_NAME
 from tutorial_lib.config import PROFILES, get_profile
+from tutorial_lib.workers import worker_environment
 
 __all__ = [
     "KERNEL_NAME",
@@ -579,8 +580,8 @@ def _kernel_threads(jobs: int, threads: int | None = None) -> dict[str, str]:
 
     A profile that fixes ``threads`` gets that many per operation (``open_chapter`` sets it too).
     """
-    share = str(max(1, (os.cpu_count() or 1) // jobs))
-    return {"TF_NUM_INTRAOP_THREADS": str(threads or share), "TF_NUM_INTEROP_THREADS": share}
+    environment = worker_environment(jobs, threads=threads)  # as a grid's worker processes split them
+    return {name: environment[name] for name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")}
 
 
 def _default_environment(values: dict[str, str]) -> None:
