@@ -24,10 +24,12 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from tutorial_lib import _kernel, course_data, data, workers
-from tutorial_lib.config import BRATS, get_profile
+import pandas as pd
+
+from tutorial_lib import _kernel, course_data, data, experiments, inference, workers
+from tutorial_lib.config import BRATS, PROFILES, get_profile
 
 __all__ = ["Chapter", "open_chapter", "versions"]
 
@@ -36,38 +38,112 @@ __all__ = ["Chapter", "open_chapter", "versions"]
 class Chapter:
     """What a chapter works with, resolved once by :func:`open_chapter`.
 
+    A chapter writes only what it changes: ``chapter.config(loss="cosine")``
+    is the chapter's recipe with its sizes and parameters,
+    ``chapter.train(configs)`` trains (or reads back) a grid of them, and
+    ``chapter.scores(config)`` scores a trained network on the test cases.
+
     Attributes
     ----------
     profile : str
         The run profile, e.g. ``"ci"``.
+    group : str
+        The chapter's settings group, e.g. ``"ablations"``.
     settings : mapping
-        Read-only: the profile's group settings, data settings included, with
-        the chapter's parameters applied (``None`` keeps the profile's value).
+        Read-only: the group's settings, data settings included, with the
+        chapter's parameters applied (``None`` keeps the profile's value).
+    groups : mapping
+        Every group of the profile, resolved when the chapter opened.
     cache_dir : Path
         The prepared cache the chapter reads.
     split : mapping of str to list of str
         Case identifiers by split (``"train"``, ``"val"``, ``"test"``, ...).
     manifest : mapping
         The cache's manifest (grid, down-sampling, source, per-case facts).
-    execution : mapping
-        The profile's ``execution`` settings: threads per operation, local
-        workers for the grids (``grid_workers``).
+    seed : int
+        The chapter's seed: every configuration's unless it names another.
     """
 
     profile: str
+    group: str
     settings: Mapping[str, Any]
+    groups: Mapping[str, Mapping[str, Any]]
     cache_dir: Path
     split: Mapping[str, list[str]]
     manifest: Mapping[str, Any]
-    execution: Mapping[str, Any]
+    seed: int = 0
+
+    @property
+    def execution(self) -> Mapping[str, Any]:
+        """The profile's ``execution`` settings: threads per operation, local grid workers."""
+        return self.groups["execution"]
+
+    def settings_of(self, group: str, *, profile: str | None = None) -> Mapping[str, Any]:
+        """Another group's settings: of this profile, or of ``profile`` (chapter 03 projects the ``gpu`` one)."""
+        if profile is not None and profile != self.profile:
+            return MappingProxyType(get_profile(profile, group))
+        return self.settings if group == self.group else self.groups[group]
+
+    def config(self, *, group: str | None = None, **changes: Any) -> dict[str, Any]:
+        """The run configuration of the chapter's recipe (or ``group``'s), with ``changes``.
+
+        Sized by the group's settings, the chapter's parameters included, on the
+        chapter's data and seed (:func:`tutorial_lib.recipes.config`).
+        """
+        from tutorial_lib import recipes  # Keras: after open_chapter has set the threads
+
+        group = group or self.group
+        changes.setdefault("seed", self.seed)
+        return recipes.config(group, self.settings_of(group), profile=self.profile,
+                              data=experiments.data_id(self.cache_dir), **changes)
+
+    def train(self, configs: Sequence[dict] | Mapping[str, dict], *, description: str = "runs") -> pd.DataFrame:
+        """Train the runs of ``configs`` that are not finished, and tabulate them all (one row each).
+
+        :func:`tutorial_lib.experiments.run_grid` with each configuration's
+        recipe (:func:`tutorial_lib.recipes.train`) on :attr:`grid_executor`;
+        a mapping's keys name the rows.
+        """
+        named = dict(configs) if isinstance(configs, Mapping) else None
+        table = experiments.run_grid(list(named.values()) if named else list(configs), self._train_run,
+                                     description=description, executor=self.grid_executor)
+        if named:
+            table.index = list(named)
+        return table
+
+    def _train_run(self, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+        from tutorial_lib import recipes
+
+        return recipes.train(config, run_dir, cache_dir=self.cache_dir)
+
+    def scores(self, configs: dict | Sequence[dict], cases: str | Sequence[str] = "test", *,
+               cache_dir: str | os.PathLike | None = None, **predict_options: Any) -> pd.Series | pd.DataFrame:
+        """Whole-tumour Dice per case of trained networks (:func:`tutorial_lib.inference.score_run`, cached).
+
+        One configuration gives a Series over the cases; a list of them a
+        DataFrame with one row per configuration. ``cases`` is a split's name
+        or case identifiers; ``cache_dir`` scores another cache's cases.
+        """
+        case_ids = self.split[cases] if isinstance(cases, str) else list(cases)
+        cache = self.cache_dir if cache_dir is None else cache_dir
+        def one(config):
+            return pd.Series(inference.score_run(config, cache, case_ids, **predict_options), name="dice")
+        if isinstance(configs, Mapping):
+            return one(configs)
+        return pd.DataFrame([one(config) for config in configs]).reset_index(drop=True)
+
+    def evaluate(self, config: dict[str, Any], cases: str | Sequence[str] = "test",
+                 **predict_options: Any) -> pd.DataFrame:
+        """Dice, HD95, sensitivity and voxel counts per case and region (:func:`tutorial_lib.inference.evaluate_run`)."""
+        case_ids = self.split[cases] if isinstance(cases, str) else list(cases)
+        return inference.evaluate_run(config, self.cache_dir, case_ids, spacing=self.spacing_mm, **predict_options)
 
     @functools.cached_property
     def grid_executor(self) -> Any:
-        """Where the chapter's grids train, for ``run_grid(..., executor=chapter.grid_executor)``.
+        """Where the chapter's grids train: ``None`` (this process) unless workers are asked for.
 
-        ``None`` (this process, one run after another) unless the profile's
-        ``execution.grid_workers`` asks for several local workers or
-        ``$BRATS_COURSE_SCHEDULER`` names a Dask scheduler
+        The profile's ``execution.grid_workers`` local workers, or the Dask
+        scheduler ``$BRATS_COURSE_SCHEDULER`` names
         (:func:`tutorial_lib.workers.grid_client`); made on first use, so a
         chapter that trains no grid starts no workers.
         """
@@ -85,11 +161,7 @@ class Chapter:
 
     @property
     def data_kind(self) -> str:
-        """``"synthetic"`` for the course's generated cases, else ``"BraTS"``: how prose names the data.
-
-        A cache counts as synthetic when :func:`tutorial_lib.course_data.is_course_synthetic`
-        says so: every case prepared from the folder ensure_course_data generates into.
-        """
+        """``"synthetic"`` for the course's generated cases, else ``"BraTS"``: how prose names the data."""
         return "synthetic" if course_data.is_course_synthetic(self.manifest) else "BraTS"
 
 
@@ -142,14 +214,15 @@ def open_chapter(
         If ``cache_dir`` holds no prepared cache.
     """
     settings = MappingProxyType(get_profile(profile, group, **overrides))
-    execution = MappingProxyType(get_profile(profile, "execution"))
-    _kernel.use_threads(execution["threads"])  # before the backend runs anything
+    groups = MappingProxyType({name: MappingProxyType(get_profile(profile, name)) for name in PROFILES[profile]})
+    _kernel.use_threads(groups["execution"]["threads"])  # before the backend runs anything
     import keras
 
     # Absolute: a grid's workers may run in another folder, or on another machine that mounts the data.
-    cache_dir = Path(course_data.ensure_course_data(profile) if cache_dir is None else cache_dir).resolve()
-    chapter = Chapter(profile=profile, settings=settings, cache_dir=cache_dir, split=data.load_split(cache_dir),
-                      manifest=MappingProxyType(data.load_manifest(cache_dir)), execution=execution)
+    cache_dir = Path(course_data.ensure_course_data(groups["data"]) if cache_dir is None else cache_dir).resolve()
+    chapter = Chapter(profile=profile, group=group, settings=settings, groups=groups, cache_dir=cache_dir,
+                      split=data.load_split(cache_dir), manifest=MappingProxyType(data.load_manifest(cache_dir)),
+                      seed=seed)
     keras.utils.set_random_seed(seed)
     counts = " / ".join(f"{len(chapter.split.get(name, []))} {name}" for name in ("train", "val", "test"))
     print(versions())

@@ -27,6 +27,7 @@ __all__ = [
     "is_course_synthetic",
     "ensure_course_data",
     "ensure_appearance_data",
+    "appearance_cache",
 ]
 
 
@@ -75,7 +76,7 @@ def is_course_synthetic(manifest: Mapping[str, Any]) -> bool:
 
 
 def ensure_course_data(
-    profile: str,
+    profile: str | Mapping[str, Any],
     *,
     n_cases: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -92,8 +93,10 @@ def ensure_course_data(
 
     Parameters
     ----------
-    profile : {"ci", "laptop", "gpu", "dry-run"}
-        Run profile (:data:`tutorial_lib.config.PROFILES`); gives ``n_cases`` and ``downsample``.
+    profile : {"ci", "laptop", "gpu", "dry-run"} or mapping
+        Run profile (:data:`tutorial_lib.config.PROFILES`), or its resolved
+        ``"data"`` settings (:func:`tutorial_lib.chapters.open_chapter` passes
+        those): ``n_cases``, ``downsample`` and ``test_cases``.
     n_cases : int, optional
         Make this many cases instead of the profile's number; they are split
         in the study's proportions.
@@ -120,7 +123,8 @@ def ensure_course_data(
     >>> load_manifest(cache)["shape"]  # doctest: +SKIP
     [48, 48, 40]
     """
-    settings = get_profile(profile, n_cases=n_cases)
+    settings = get_profile(profile) if isinstance(profile, str) else dict(profile)
+    settings["n_cases"] = n_cases or settings["n_cases"]
     test_cases = settings["test_cases"] if n_cases is None else None
     n_cases, downsample = int(settings["n_cases"]), int(settings["downsample"])
     root = data_root()
@@ -191,7 +195,7 @@ def ensure_appearance_data(
     if unknown:
         raise ValueError(f"not cases of {display_path(course_cache)}: {unknown[:5]}")
     cache = course_cache.with_name(f"{course_cache.name}-{appearance}")
-    if _cache_ready(cache, 0, manifest["downsample"]) and set(case_ids) <= set(load_manifest(cache)["cases"]):
+    if _holds(cache, manifest["downsample"], case_ids):
         return cache
     with directory_lock(data_root() / f".{appearance}-data.lock"):
         raw = synthetic_raw_dir(len(names)).with_name(f"n{len(names)}-{appearance}")
@@ -201,4 +205,26 @@ def ensure_appearance_data(
                                         seed=0)
         if not report.ok:
             raise RuntimeError(f"preparing the {appearance} cases failed:\n{report.summary()}")
+    return cache
+
+
+def _holds(cache: Path, downsample: int, case_ids: Sequence[str]) -> bool:
+    return _cache_ready(cache, 0, downsample) and set(case_ids) <= set(load_manifest(cache)["cases"])
+
+
+def appearance_cache(course_cache: str | os.PathLike[str], appearance: str, case_ids: Sequence[str]) -> Path:
+    """The cache :func:`ensure_appearance_data` made of ``case_ids`` at ``appearance``; it makes nothing.
+
+    Raises
+    ------
+    FileNotFoundError
+        If those cases were not prepared at that appearance: the message says
+        which call makes them.
+    """
+    course_cache = Path(course_cache)
+    cache = course_cache.with_name(f"{course_cache.name}-{appearance}")
+    if not _holds(cache, load_manifest(course_cache)["downsample"], case_ids):
+        raise FileNotFoundError(f"{display_path(cache)} does not hold the {len(case_ids)} cases asked for at "
+                                f"appearance {appearance!r}; make them first with course_data."
+                                f"ensure_appearance_data(cache_dir, {appearance!r}, case_ids)")
     return cache

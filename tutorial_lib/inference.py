@@ -35,11 +35,11 @@ import numpy as np
 from tutorial_lib._files import atomic_path, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_brain, load_case
-from tutorial_lib.metrics import dice_coefficient
+from tutorial_lib.metrics import case_table, dice_coefficient, region_masks
 
 __all__ = [
     "CasePrediction", "downsampling_factor", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
-    "score_run",
+    "score_run", "evaluate_run", "predict_masks",
     "regions_to_labels", "write_segmentation", "PackedMasks",
 ]
 
@@ -400,7 +400,7 @@ def score_run(
     --------
     >>> scores = score_run(config, cache, split["test"])  # doctest: +SKIP
     """
-    from tutorial_lib import experiments, training  # training starts the backend; only here
+    from tutorial_lib import experiments
 
     folder = Path(run) if isinstance(run, (str, os.PathLike)) else experiments.run_dir(run)
     if isinstance(run, Mapping):
@@ -410,10 +410,55 @@ def score_run(
         known = json.loads(path.read_text(encoding="utf-8"))
     missing = [case_id for case_id in case_ids if case_id not in known]
     if missing:
-        known.update(case_dice(training.load_best(folder), cache_dir, missing, **predict_options))
+        known.update(case_dice(_network(folder, predict_options), cache_dir, missing, **predict_options))
         if path is not None:
             write_json_atomic(path, known)
     return {case_id: known[case_id] for case_id in case_ids}
+
+
+def _network(run: Mapping[str, Any] | str | os.PathLike, options: dict[str, Any]) -> Any:
+    """The kept network of a run (configuration or folder); its ``modalities`` become a default option."""
+    from tutorial_lib import experiments, training  # training starts the backend; only here
+
+    if isinstance(run, Mapping):
+        options.setdefault("modalities", run.get("modalities", ("flair",)))
+    return training.load_best(Path(run) if isinstance(run, (str, os.PathLike)) else experiments.run_dir(run))
+
+
+def predict_masks(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os.PathLike,
+                  case_ids: Sequence[str], **predict_options: Any) -> PackedMasks:
+    """The first channel's binarised prediction of each case by a run's kept network, bit-packed."""
+    model, masks = _network(run, predict_options), PackedMasks()
+    for case_id in case_ids:
+        masks[case_id] = predict_case(model, cache_dir, case_id, **predict_options).mask[..., 0]
+    return masks
+
+
+def evaluate_run(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os.PathLike,
+                 case_ids: Sequence[str], *, spacing: Sequence[float], **predict_options: Any) -> "pd.DataFrame":
+    """Per case, :func:`tutorial_lib.metrics.case_table`'s scores and each region's voxel counts.
+
+    A region network's three channels become BraTS labels
+    (:func:`regions_to_labels`) and are scored on every region; a
+    whole-tumour network on WT. Columns ``voxels_<region>`` and
+    ``true_voxels_<region>`` count predicted and true voxels. One case at a
+    time: the label volumes of many full-size cases would not fit in memory.
+    """
+    import pandas as pd
+
+    model, rows = _network(run, predict_options), []
+    for case_id in case_ids:
+        mask = predict_case(model, cache_dir, case_id, **predict_options).mask
+        prediction = regions_to_labels(mask)
+        truth = load_case(cache_dir, case_id, target="labels")[1]
+        regions = list(BRATS.regions) if mask.shape[-1] == 3 else ["WT"]
+        row = case_table([prediction], [truth], case_ids=[case_id], spacing=spacing, regions=regions,
+                         summary=False)
+        counts = [region_masks(prediction), region_masks(truth)]
+        for region in regions:
+            row[f"voxels_{region}"], row[f"true_voxels_{region}"] = (int(masks[region].sum()) for masks in counts)
+        rows.append(row)
+    return pd.concat(rows)
 
 
 def _scores_file(folder: Path, cache_dir: str | os.PathLike, options: Mapping[str, Any]) -> Path | None:

@@ -1,20 +1,23 @@
 """Named training recipes that more than one chapter runs.
 
-A recipe is two functions: one builds the run configuration (a plain,
-hashable dictionary, see :mod:`tutorial_lib.experiments`), the other trains
-it into its run folder and returns the numbers the chapters tabulate. Since
-the configuration names the run folder, a chapter that describes the same
-network as another (chapter 07 reusing chapter 06's) finds it trained.
+:func:`config` builds a run configuration (a plain, hashable dictionary, see
+:mod:`tutorial_lib.experiments`) from a profile group's sizes, and :func:`train`
+trains it into its run folder and returns the numbers the chapters tabulate.
+A chapter calls both through its :class:`~tutorial_lib.chapters.Chapter`
+(``chapter.config``, ``chapter.train``). Since the configuration names the run
+folder, a chapter that describes the same network as another (chapter 07
+reusing chapter 06's) finds it trained. The configuration's ``run`` says which
+recipe trains it:
 
-* :func:`unet2d_config` / :func:`train_unet2d`: a 2D U-Net on axial FLAIR
-  slices, its best epoch chosen by the Dice of whole validation volumes
+* ``"baseline_2d"``, ``"losses"``: :func:`train_unet2d`, a 2D U-Net on axial
+  FLAIR slices, its best epoch chosen by the Dice of whole validation volumes
   (chapters 02 and 04);
-* :func:`unet3d_config` / :func:`train_unet3d`: a 3D U-Net on whole volumes
-  or tumour-centred patches, validated on whole volumes (chapter 05's
-  ablations, and the patch network of chapters 06 and 07);
-* :func:`volume_unet3d_config` / :func:`train_volume_unet3d`: chapter 03's
-  whole-volume network, trained again with other seeds for its comparison
-  with 2D (chapter 07 reads it too).
+* ``"unet3d"``: :func:`train_volume_unet3d`, chapter 03's whole-volume
+  network, trained again with other seeds for its comparison with 2D;
+* any other (``"ablations"``, ``"patch_unet"``, ``"region_unet"``):
+  :func:`train_unet3d`, a 3D U-Net on whole volumes or tumour-centred patches,
+  validated on whole volumes (chapter 05's ablations, the patch network of
+  chapters 06 to 08).
 
 Every recipe starts its networks at the prior
 (:func:`tutorial_lib.models.start_at_prior`) and lowers the learning rate
@@ -24,7 +27,8 @@ together they keep the seed from deciding whether, and how well, a run learns.
 
 Every configuration carries ``data`` (:func:`tutorial_lib.experiments.data_id`
 of the cache) and ``profile``, so runs on different data never mix; the
-training functions take the cache folder itself as ``cache_dir``.
+training functions take the cache folder itself as ``cache_dir``. A recipe
+trains; it never makes data (:mod:`tutorial_lib.course_data` does).
 """
 
 from __future__ import annotations
@@ -33,32 +37,30 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import keras
 import numpy as np
 
 from tutorial_lib import augment, datasets, inference, losses, models, training
-from tutorial_lib.config import get_profile
-from tutorial_lib.course_data import ensure_appearance_data
+from tutorial_lib.course_data import appearance_cache
 from tutorial_lib.data import TARGETS, load_manifest, load_split, modality_indices, target_prior
 from tutorial_lib.experiments import data_id
 
 __all__ = [
     "VolumeDiceCallback",
     "EpochCPUSeconds",
-    "unet2d_config",
+    "config",
+    "train",
     "train_unet2d",
-    "unet3d_config",
-    "volume_unet3d_config",
     "train_volume_unet3d",
-    "patch_unet_config",
-    "build_unet3d",
     "train_unet3d",
+    "build_unet3d",
 ]
 
 # Validation metric of the 2D recipe: Keras' per-slice val_dice rewards empty slices.
 VOLUME_DICE = "val_volume_dice"
+_2D_RUNS = ("baseline_2d", "losses")
 
 # The last few networks the recipes trained, by architecture, and one loss object per loss
 # setting: training.train then keeps a network's traced training step. A grid trains one
@@ -123,28 +125,84 @@ class EpochCPUSeconds(keras.callbacks.Callback):
             logs["epoch_cpu_seconds"] = time.process_time() - self.started
 
 
-def unet2d_config(profile: str, cache_dir: str | os.PathLike, group: str, **changes: Any) -> dict[str, Any]:
-    """Configuration of a 2D U-Net run named ``group``, sized by ``get_profile(profile, group)``.
+def config(group: str, sizes: Mapping[str, Any], *, profile: str, data: str, **changes: Any) -> dict[str, Any]:
+    """The run configuration of profile group ``group``, sized by its resolved settings ``sizes``.
 
-    ``group`` is ``"baseline_2d"`` (chapter 02) or ``"losses"`` (chapter 04);
-    its ``epochs``, ``batch_size``, ``slice_step`` and ``filters`` are used.
-    Like every recipe it starts at the prior and decays its learning rate along
-    a cosine (``output_bias`` and ``schedule``, as in :func:`unet3d_config`).
-    ``changes`` replace single keys (``loss``, ``learning_rate``, ``dropout``,
-    ``filters``, ``epochs`` ...); an unknown key raises ``ValueError``.
+    ``"baseline_2d"`` and ``"losses"`` give a 2D U-Net (``epochs``,
+    ``batch_size``, ``slice_step``, ``filters`` and ``learning_rate`` of
+    ``sizes``); ``"unet3d"`` chapter 03's whole-volume network (its
+    ``mixed_precision``: bfloat16 where a GPU is found and float32 otherwise
+    when ``None``); ``"ablations"`` and ``"patch_unet"`` a 3D U-Net on whole
+    volumes or patches (``patch_shape`` ``None``: whole volumes). Every recipe
+    follows the study's final choices where they were clear (3x3x3 kernels,
+    transposed convolutions, ReLU, Adam, the Dice loss on probabilities pooled
+    over the batch), starts at the prior (``output_bias="prior"``,
+    :func:`tutorial_lib.models.start_at_prior`; ``"zero"``: bias 0 and random
+    output weights) and lowers the learning rate along a cosine
+    (``schedule="cosine"``; ``"constant"``). The 3D U-Net's further switches:
+    ``loss_reduction`` (``"channel"``: one Dice per region,
+    :mod:`tutorial_lib.losses`), ``enhancing_fraction`` (of the patches
+    centred on enhancing tumour), ``augmentation`` (the settings of a
+    :class:`tutorial_lib.augment.Augmentation`) and ``train_appearance``
+    (``"varied"``: the training patients as the varied generator draws them,
+    :func:`tutorial_lib.course_data.ensure_appearance_data`).
+
+    Parameters
+    ----------
+    group : str
+        The profile group whose network this is.
+    sizes : mapping
+        That group's settings (``chapter.settings_of(group)``).
+    profile, data : str
+        The profile's name and :func:`tutorial_lib.experiments.data_id` of the
+        cache: both part of the configuration, so runs on other data never mix.
+    **changes
+        Single keys to replace (``loss``, ``seed``, ``run`` ...).
+
+    Raises
+    ------
+    ValueError
+        For an unknown group or configuration key.
 
     Examples
     --------
-    >>> unet2d_config("ci", cache, "losses", loss="cosine")["loss"]  # doctest: +SKIP
-    'cosine'
+    >>> from tutorial_lib.config import get_profile
+    >>> sizes = get_profile("ci", "ablations")
+    >>> config("ablations", sizes, profile="ci", data="d", kernel_size=5)["kernel_size"]
+    5
+    >>> config("ablations", sizes, profile="ci", data="d", kernel=5)
+    Traceback (most recent call last):
+    ValueError: not a configuration key: ['kernel']; ...
     """
-    sizes = get_profile(profile, group)
-    base = dict(run=group, data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
-                batch_size=sizes["batch_size"], slice_step=sizes["slice_step"], filters=list(sizes["filters"]),
-                oversample_tumour=2, dropout=0.0, loss="dice_probability", loss_options={},
-                learning_rate=sizes["learning_rate"], schedule="cosine", output_bias="prior",
-                kernel_initializer="he_normal", seed=0)
+    common = dict(run=group, data=data, profile=profile, epochs=sizes["epochs"], filters=list(sizes["filters"]),
+                  batch_size=sizes["batch_size"], learning_rate=sizes["learning_rate"], schedule="cosine",
+                  kernel_initializer="he_normal")
+    if group in _2D_RUNS:
+        base = dict(common, slice_step=sizes["slice_step"], oversample_tumour=2, dropout=0.0,
+                    loss="dice_probability", loss_options={}, output_bias="prior", seed=0)
+    elif group == "unet3d":
+        precision = sizes["mixed_precision"] or ("bfloat16" if training.gpu_available() else None)
+        base = dict(common, precision=precision, backend=keras.backend.backend(), seed=0)
+    elif "patch_shape" in sizes:
+        base = dict(common, modalities=sizes.get("modalities", "all"), target="wt", kernel_size=3,
+                    convs_per_level=2, skips="all", upsampling="transpose", dropout=0.0, activation="relu",
+                    residual=False, optimizer="adam", patch_shape=sizes["patch_shape"],
+                    patches_per_case=sizes["patches_per_case"], tumour_fraction=0.9, enhancing_fraction=0.0,
+                    loss_reduction="batch", output_bias="prior", augmentation=None, train_appearance="course",
+                    seed=0)
+    else:
+        raise ValueError(f"profile group {group!r} has no recipe; the recipes' groups are "
+                         f"{sorted(_2D_RUNS)}, 'unet3d', 'ablations' and 'patch_unet'")
     return _merge(base, changes)
+
+
+def train(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """Train ``config`` with the recipe its ``run`` names; a ``run_fn`` for :func:`~tutorial_lib.experiments.run_grid`."""
+    if config["run"] in _2D_RUNS:
+        return train_unet2d(config, run_dir, cache_dir=cache_dir)
+    if config["run"] == "unet3d":
+        return train_volume_unet3d(config, run_dir, cache_dir=cache_dir)
+    return train_unet3d(config, run_dir, cache_dir=cache_dir)
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -185,70 +243,6 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
             VOLUME_DICE: history.history[VOLUME_DICE][best], "val_slice_dice": history.history["val_dice"][best]}
 
 
-def unet3d_config(profile: str, cache_dir: str | os.PathLike, group: str, **changes: Any) -> dict[str, Any]:
-    """Configuration of a 3D U-Net run named ``group``, sized by ``get_profile(profile, group)``.
-
-    ``group`` is ``"ablations"`` (chapter 05) or ``"patch_unet"`` (chapters 06
-    and 07); its ``epochs``, ``filters``, ``batch_size``, ``patch_shape``
-    (``None``: whole volumes), ``patches_per_case`` and, where it has one,
-    ``modalities`` are used. The rest follows the study's final choices where
-    they were clear (3x3x3 kernels, transposed convolutions, ReLU, Adam, the
-    Dice loss on probabilities pooled over the batch), with two convolutions
-    per level, every skip and no dropout, starting at the prior
-    (``output_bias="prior"``, :func:`tutorial_lib.models.start_at_prior`;
-    ``"zero"``: bias 0 and random output weights) and lowering the learning
-    rate along a cosine (``schedule="cosine"``; ``"constant"``). Chapter 07's
-    switches: ``loss_reduction`` (``"channel"``: one Dice per region, see
-    :mod:`tutorial_lib.losses`), ``output_bias`` and ``enhancing_fraction`` (of
-    the patches centred on enhancing tumour). Chapter 08's: ``augmentation`` (the
-    settings of a :class:`tutorial_lib.augment.Augmentation`, ``None``: none)
-    and ``train_appearance`` (``"varied"``: the same training patients drawn by
-    the varied generator, :func:`tutorial_lib.course_data.ensure_appearance_data`;
-    validation stays on the course's cases). ``changes`` replace single keys;
-    an unknown key raises ``ValueError``.
-
-    Examples
-    --------
-    >>> unet3d_config("ci", cache, "ablations", kernel_size=5)["kernel_size"]  # doctest: +SKIP
-    5
-    """
-    sizes = get_profile(profile, group)
-    base = dict(run=group, data=data_id(cache_dir), profile=profile, modalities=sizes.get("modalities", "all"),
-                target="wt", filters=list(sizes["filters"]), kernel_size=3, convs_per_level=2, skips="all",
-                upsampling="transpose", dropout=0.0, activation="relu", residual=False,
-                kernel_initializer="he_normal", optimizer="adam",
-                learning_rate=sizes["learning_rate"], epochs=sizes["epochs"], batch_size=sizes["batch_size"],
-                patch_shape=sizes["patch_shape"], patches_per_case=sizes["patches_per_case"],
-                tumour_fraction=0.9, enhancing_fraction=0.0, loss_reduction="batch", output_bias="prior",
-                schedule="cosine",
-                augmentation=None, train_appearance="course", seed=0)
-    return _merge(base, changes)
-
-
-def volume_unet3d_config(profile: str, cache_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
-    """Configuration of chapter 03's whole-volume 3D U-Net run, sized by ``get_profile(profile, "unet3d")``.
-
-    ``precision`` is the profile's ``mixed_precision``, or bfloat16 where a
-    GPU is found and float32 (``None``) otherwise. Chapter 07 finds chapter
-    03's network by asking for the same configuration. ``changes`` replace
-    single keys (chapter 03 passes its parameters, and ``seed`` for its
-    repeated trainings); :func:`train_volume_unet3d` trains it.
-
-    Examples
-    --------
-    >>> sorted(volume_unet3d_config("ci", cache))  # doctest: +SKIP
-    ['backend', 'batch_size', 'data', 'epochs', 'filters', 'kernel_initializer', 'learning_rate', 'precision',
-     'profile', 'run', 'schedule', 'seed']
-    """
-    sizes = get_profile(profile, "unet3d")
-    precision = sizes["mixed_precision"] or ("bfloat16" if training.gpu_available() else None)
-    base = dict(run="unet3d", data=data_id(cache_dir), profile=profile, epochs=sizes["epochs"],
-                filters=list(sizes["filters"]), batch_size=sizes["batch_size"],
-                learning_rate=sizes["learning_rate"], schedule="cosine", kernel_initializer="he_normal",
-                precision=precision, backend=keras.backend.backend(), seed=0)
-    return _merge(base, changes)
-
-
 def train_volume_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
     """Train chapter 03's whole-volume 3D U-Net of ``config``: its section 3, for any seed.
 
@@ -280,21 +274,6 @@ def train_volume_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str
             "best_val_dice": max(history["val_dice"])}
 
 
-def patch_unet_config(profile: str, cache_dir: str | os.PathLike, **changes: Any) -> dict[str, Any]:
-    """The patch-trained 3D U-Net of chapters 06 and 07, sized by ``get_profile(profile, "patch_unet")``.
-
-    All four modalities and the whole tumour unless ``changes`` choose another
-    arm (``modalities``, ``target``, ``residual``); chapter 07 reuses chapter
-    06's network by asking for the same configuration.
-
-    Examples
-    --------
-    >>> patch_unet_config("ci", cache, target="regions")["run"]  # doctest: +SKIP
-    'patch_unet'
-    """
-    return unet3d_config(profile, cache_dir, "patch_unet", **changes)
-
-
 def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
     """Train the 3D U-Net of ``config``; a ``run_fn`` for :func:`~tutorial_lib.experiments.run_grid`.
 
@@ -314,7 +293,7 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     train_cases = load_split(cache_dir)["train"]
     train_cache = cache_dir
     if config["train_appearance"] != "course":
-        train_cache = ensure_appearance_data(cache_dir, config["train_appearance"], train_cases)
+        train_cache = appearance_cache(cache_dir, config["train_appearance"], train_cases)
     if config["patch_shape"] is None:
         if config["augmentation"] is not None:
             raise ValueError("augmentation applies to patch training; set patch_shape or augmentation=None")

@@ -223,10 +223,10 @@ def train(
     val_data: Any = None,
     *,
     out_dir: str | os.PathLike,
+    learning_rate: float,
     epochs: int = 10,
     loss: str | Callable = "dice_probability",
     optimizer: str = "adam",
-    learning_rate: float = 1e-4,
     schedule: str = "constant",
     momentum: float = 0.9,
     batch_size: int | None = None,
@@ -265,8 +265,11 @@ def train(
         A name for :func:`tutorial_lib.losses.get_loss` or a function ``loss(y_true, y_pred)``.
     optimizer : {"adam", "sgd"}, optional
         Adam, or SGD with Nesterov-free ``momentum``.
-    learning_rate, momentum : float, optional
-        Optimizer settings (``momentum`` only for SGD).
+    learning_rate : float
+        The optimizer's rate: no default, since every profile group sets its
+        own (:data:`tutorial_lib.config.PROFILES`).
+    momentum : float, optional
+        SGD's momentum.
     schedule : {"constant", "cosine"}, optional
         Keep ``learning_rate`` throughout, or lower it to 0 over the run (:class:`CosineDecay`).
     batch_size : int, optional
