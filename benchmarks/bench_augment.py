@@ -13,7 +13,7 @@ scaling is drawn for about one patch in three), so a whole epoch's mean is
 what training pays.
 
 Beside it, one ``train_on_batch`` of that network
-(``recipes.build_unet3d(recipes.patch_unet_config("ci", cache))``, Adam and
+(``recipes.build_unet3d`` of chapter 06's ``ci`` configuration, Adam and
 the ``dice_probability`` loss) on the same batches: the added reading time
 as a share of the step says whether augmentation slows training down when
 the reader runs in the training thread.
@@ -125,12 +125,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     common.apply_smoke_settings(args.smoke)
     common.apply_backend(args.backend)
     from tutorial_lib import recipes
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiments import data_id
 
     with tempfile.TemporaryDirectory(prefix="bench_augment_") as tmp:
         cache, made = (args.cache, "existing cache") if args.cache else common.prepared_cache(
             Path(tmp), args.raw, cases=args.cases or (1 if args.smoke else 4), downsample=args.downsample,
             workers=args.workers)
-        config = recipes.patch_unet_config("ci", cache)
+        config = recipes.config("patch_unet", get_profile("ci", "patch_unet"), profile="ci", data=data_id(cache))
         readers = _readers(cache, config)
         read_ms = measure_reads(readers, passes=args.steps or (1 if args.smoke else 5))
         batches = [readers["with"][index] for index in range(len(readers["with"]))]

@@ -51,6 +51,7 @@ def ablation_grid(profile: str, cache_dir: Path, *, seeds: int, epochs: int | No
     """Chapter 05's configurations of ``profile``, each with seeds ``0 .. seeds - 1``."""
     from tutorial_lib import recipes
     from tutorial_lib.config import get_profile
+    from tutorial_lib.experiments import data_id
 
     settings = get_profile(profile, "ablations")
     resolved = {"wide": list(settings["wide_filters"]), "10x": 10 * settings["learning_rate"]}
@@ -59,8 +60,8 @@ def ablation_grid(profile: str, cache_dir: Path, *, seeds: int, epochs: int | No
         changes = {key: resolved.get(value, value) if isinstance(value, str) else value
                    for key, value in changes.items()}
         for seed in range(seeds):
-            configs.append(recipes.unet3d_config(profile, cache_dir, "ablations", seed=seed,
-                                                 **({"epochs": epochs} if epochs else {}), **changes))
+            configs.append(recipes.config("ablations", settings, profile=profile, data=data_id(cache_dir), seed=seed,
+                                          **({"epochs": epochs} if epochs else {}), **changes))
     return configs
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     configs = ablation_grid(args.profile, cache_dir, seeds=seeds, epochs=1 if args.smoke else None)
     if args.smoke:
         configs = configs[:2]
-    run_fn = functools.partial(recipes.train_unet3d, cache_dir=cache_dir)
+    run_fn = functools.partial(recipes.train, cache_dir=cache_dir)
     rows, tables = [], {}
     with tempfile.TemporaryDirectory(prefix="bench_workers_") as tmp:
         for name, workers_count in (("serial, this process", 1), (f"{args.workers} local workers", args.workers)):

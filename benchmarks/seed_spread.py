@@ -39,17 +39,15 @@ RECIPES = ("patch", "patch_unet", "2d", "volume", "region")
 def _configuration(recipe: str, profile: str, cache: Any, seed: int) -> tuple[dict[str, Any], Any]:
     """The chapter's configuration of ``recipe`` with ``seed``, and its training function."""
     from tutorial_lib import recipes
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiments import data_id
 
-    if recipe == "patch":
-        return recipes.unet3d_config(profile, cache, "ablations", seed=seed), recipes.train_unet3d
-    if recipe == "patch_unet":
-        return recipes.patch_unet_config(profile, cache, seed=seed), recipes.train_unet3d
-    if recipe == "region":
-        return (recipes.patch_unet_config(profile, cache, target="regions", run="region_unet",
-                                          loss_reduction="channel", seed=seed), recipes.train_unet3d)
-    if recipe == "2d":
-        return recipes.unet2d_config(profile, cache, "losses", seed=seed), recipes.train_unet2d
-    return recipes.volume_unet3d_config(profile, cache, seed=seed), recipes.train_volume_unet3d
+    group, changes = {"patch": ("ablations", {}), "patch_unet": ("patch_unet", {}), "2d": ("losses", {}),
+                      "region": ("patch_unet", dict(target="regions", run="region_unet", loss_reduction="channel")),
+                      "volume": ("unet3d", {})}[recipe]
+    config = recipes.config(group, get_profile(profile, group), profile=profile, data=data_id(cache), seed=seed,
+                            **changes)
+    return config, recipes.train
 
 
 def _scores(config: dict[str, Any], cache: Any, case_ids: list[str]) -> np.ndarray:

@@ -355,7 +355,7 @@ def execute_chapter(
     except Exception as error:  # kernel death, timeout, missing kernel: still report per chapter
         partial.unlink(missing_ok=True)
         return f"{type(error).__name__}: {error}{see_log}"
-    _remove_hidden_tests(partial)
+    _prepare_for_the_book(partial)
     os.replace(partial, target)
     target.with_name(f"{target.stem}.failed.ipynb").unlink(missing_ok=True)
     return None
@@ -433,13 +433,22 @@ class PeakMemory:
         self._thread.join()
 
 
-def _remove_hidden_tests(notebook_path: Path) -> None:
-    """Drop the exercises' hidden tests from an executed copy: the book shows only the visible ones."""
+def _prepare_for_the_book(notebook_path: Path) -> None:
+    """Drop the exercises' hidden tests and hide papermill's injected parameters in an executed copy.
+
+    The book shows the exercises' visible tests only, and each chapter's own
+    ``parameters`` cell: papermill's ``injected-parameters`` copy under it would
+    show the profile a second time.
+    """
     import nbformat
     from nbgrader.preprocessors import ClearHiddenTests
 
     notebook = nbformat.read(notebook_path, as_version=4)
     notebook, _ = ClearHiddenTests().preprocess(notebook, {})
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
     nbformat.write(notebook, notebook_path)
 
 

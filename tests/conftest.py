@@ -181,6 +181,15 @@ def cache_dir(raw_dataset, tmp_path_factory) -> Path:
     return out
 
 
+def recipe_config(group: str, cache: Path, profile: str = "ci", **changes):
+    """``recipes.config`` of ``group`` sized by ``profile``, on ``cache``: what ``chapter.config`` gives a chapter."""
+    from tutorial_lib import recipes
+    from tutorial_lib.config import get_profile
+    from tutorial_lib.experiments import data_id
+
+    return recipes.config(group, get_profile(profile, group), profile=profile, data=data_id(cache), **changes)
+
+
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
     """Six tiny cases (five labelled) prepared at down-sampling 4 (grid 48 x 48 x 40)."""

@@ -30,6 +30,35 @@ def test_open_chapter_resolves_settings_once_and_reads_the_cache(tiny_cache, cap
     assert printed[1].startswith("ci profile: cache ") and "3 train / 1 val / 1 test cases" in printed[1]
 
 
+def test_a_chapter_writes_only_what_it_changes(tiny_cache, tmp_path, monkeypatch):
+    from conftest import recipe_config
+
+    from tutorial_lib import chapters, config, course_data, experiments
+
+    monkeypatch.setenv("BRATS_COURSE_RUNS", str(tmp_path / "runs"))
+    chapter = open_chapter("ci", "ablations", cache_dir=tiny_cache, seed=3, epochs=1, filters=[2, 4])
+    assert chapter.settings_of("unet3d", profile="gpu")["epochs"] == PROFILES["gpu"]["unet3d"]["epochs"]
+    expected = recipe_config("ablations", tiny_cache, epochs=1, filters=[2, 4], patch_shape=[8, 8, 8],
+                             kernel_size=5, seed=3)
+    resolved = []
+    for module in (chapters, config, course_data):
+        monkeypatch.setattr(module, "get_profile", lambda *args, **kwargs: resolved.append(args))
+    tiny = chapter.config(patch_shape=[8, 8, 8], kernel_size=5)
+    # The chapter's parameters and seed, and the profile's other sizes, without passing them back.
+    assert tiny == expected
+    assert chapter.config(group="losses")["run"] == "losses"  # another group's recipe, the chapter's data
+    table = chapter.train({"kernel 5": tiny}, description="tiny")
+    assert table.index.tolist() == ["kernel 5"] and (experiments.run_dir(tiny) / "record.json").is_file()
+    scores = chapter.scores(tiny)
+    assert scores.index.tolist() == chapter.split["test"] and scores.between(0, 1).all()
+    assert chapter.scores([tiny, tiny]).shape == (2, len(chapter.split["test"]))
+    table = chapter.evaluate(tiny, "val")
+    assert table.index.tolist() == chapter.split["val"]
+    assert table["dice_WT"].tolist() == pytest.approx(chapter.scores(tiny, "val").tolist())
+    assert {"voxels_WT", "true_voxels_WT", "hd95_WT"} <= set(table.columns)
+    assert resolved == []  # resolved once, when the chapter opened
+
+
 def test_data_kind_names_the_course_generated_cases_synthetic(tiny_cache):
     chapter = open_chapter("ci", cache_dir=tiny_cache)
     assert chapter.data_kind == "BraTS"  # prepared from a download-like folder

@@ -333,15 +333,10 @@ def _may_fail(config: dict[str, Any]) -> bool:
 
 def _of_older_code(config: dict[str, Any], cache: Path) -> bool:
     """A run the recipes of today cannot have made: its configuration lacks or has other keys than theirs."""
-    from tutorial_lib import recipes
+    from conftest import recipe_config
 
-    if config["run"] in ("baseline_2d", "losses"):
-        today = recipes.unet2d_config(PROFILE, cache, config["run"])
-    elif config["run"] == "unet3d":
-        today = recipes.volume_unet3d_config(PROFILE, cache)
-    else:
-        today = recipes.unet3d_config(PROFILE, cache, "patch_unet")
-    return set(config) != set(today)
+    group = config["run"] if config["run"] in ("baseline_2d", "losses", "unet3d") else "patch_unet"
+    return set(config) != set(recipe_config(group, cache, PROFILE))
 
 
 def test_no_training_of_the_build_stalled_or_collapsed_but_the_expected(course_build):

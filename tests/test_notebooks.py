@@ -40,20 +40,24 @@ PROFILE_READERS = ("get_profile", "open_chapter")
 
 
 def profile_groups_read(tree: ast.AST) -> set[str]:
-    """Groups named by ``get_profile(profile, "<group>", ...)`` or ``open_chapter(...)`` calls; ``"*"`` for a variable.
+    """Groups named by ``get_profile(profile, "<group>")``, ``open_chapter(...)`` or ``chapter.settings_of("<group>")``.
+
+    ``"*"`` for a group given by a variable.
 
     Examples
     --------
     >>> sorted(profile_groups_read(ast.parse('get_profile(p, "unet3d", epochs=e); open_chapter(p)')))
     ['data', 'unet3d']
-    >>> profile_groups_read(ast.parse('get_profile(p, group)'))
-    {'*'}
+    >>> sorted(profile_groups_read(ast.parse('get_profile(p, group); chapter.settings_of("losses")')))
+    ['*', 'losses']
     """
     groups = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in PROFILE_READERS:
-            second = node.args[1] if len(node.args) > 1 else ast.Constant("data")
-            groups.add(second.value if isinstance(second, ast.Constant) else "*")
+        name = getattr(getattr(node, "func", None), "id", getattr(getattr(node, "func", None), "attr", ""))
+        if isinstance(node, ast.Call) and name in (*PROFILE_READERS, "settings_of"):
+            position = 0 if name == "settings_of" else 1
+            group = node.args[position] if len(node.args) > position else ast.Constant("data")
+            groups.add(group.value if isinstance(group, ast.Constant) else "*")
     return groups
 
 
@@ -119,9 +123,66 @@ def test_every_profile_group_and_key_is_read():
             assert consumers, f"PROFILES[{profile!r}][{group!r}] is read by no notebook, library module or script"
             trees = [tree for name in consumers
                      for tree in (notebook_trees.get(name) or [library_trees[name.split(".", 1)[1]]])]
-            used = set().union(*map(_strings, trees))
+            # A chapter hands its settings to the library (chapter.config -> recipes.config), which reads them.
+            used = set().union(*map(_strings, trees + list(library_trees.values())))
             unread = sorted(set(settings) - used)
             assert not unread, f"PROFILES[{profile!r}][{group!r}] keys {unread} are read by none of {consumers}"
+
+
+def generated_prose(tree: ast.AST) -> list[int]:
+    """Lines that make prose in code: ``Markdown(...)`` calls and conditionals that choose between strings.
+
+    A paragraph belongs in a Markdown cell (read once, edited as Markdown), and a
+    sentence whose words depend on a result comes from the library (``verdicts``).
+
+    Examples
+    --------
+    >>> generated_prose(ast.parse('Markdown(f"Dice {x}")\\nword = "rose" if r > 0 else "fell"\\ny = a if b else 0'))
+    [1, 2]
+    """
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "Markdown":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.IfExp) and any(isinstance(branch, (ast.JoinedStr, ast.Constant))
+                                                 and isinstance(getattr(branch, "value", ""), str)
+                                                 for branch in (node.body, node.orelse)):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def wiring(tree: ast.AST) -> list[str]:
+    """What the chapter object does for a chapter: resolving a profile, binding a recipe with ``partial``.
+
+    Examples
+    --------
+    >>> wiring(ast.parse('get_profile(p, "unet3d")\\nfunctools.partial(recipes.train, cache_dir=c)'))
+    ['get_profile', 'partial']
+    """
+    return [name for node in ast.walk(tree) if isinstance(node, ast.Call)
+            for name in [getattr(node.func, "id", getattr(node.func, "attr", ""))] if name in ("get_profile", "partial")]
+
+
+def code_lines(source: str) -> int:
+    """Lines of a cell that hold code: no blank or comment-only lines."""
+    return sum(1 for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_prose_is_markdown_and_the_library_does_the_wiring(path):
+    cells = _code_cells(path)
+    prose = {index: lines for index, cell in enumerate(cells) if (lines := generated_prose(_tree(cell.source)))}
+    assert not prose, f"code cells {prose} make prose: write it in a Markdown cell, print the numbers under the code"
+    wired = {index: names for index, cell in enumerate(cells) if (names := wiring(_tree(cell.source)))}
+    assert not wired, f"code cells {wired}: open_chapter resolved the profile; use chapter.settings_of/config/train"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
+def test_cells_are_short(path):
+    # An exercise's hidden tests are as long as the checking needs; the learner never edits them.
+    long = {index: code_lines(cell.source) for index, cell in enumerate(_code_cells(path))
+            if code_lines(cell.source) > 15 and "nbgrader" not in cell.metadata}
+    assert not long, f"code cells {long} hold more than 15 lines of code: split them where the idea changes"
 
 
 def test_the_checks_catch_what_they_look_for():
@@ -129,6 +190,9 @@ def test_the_checks_catch_what_they_look_for():
     assert sizing_tables(_tree('CHAPTER = {"ci": dict(epochs=2), "gpu": dict(epochs=50)}')) == [1]
     assert profile_groups_read(_tree('settings = get_profile(profile, "ablations")')) == {"ablations"}
     assert _strings(_tree('settings["max_cases"]')) == {"max_cases"}
+    assert generated_prose(_tree('display(Markdown("""\nA paragraph.\n"""))')) == [1]
+    assert generated_prose(_tree('print(f"{n} cases")')) == []
+    assert code_lines("# why\nx = 1\n\ny = 2\n") == 2
 
 
 def test_every_chapter_installs_the_course_on_colab_from_the_configured_repository():

@@ -85,13 +85,14 @@ def test_train_writes_checkpoint_log_and_history(finished_run):
 def test_finished_run_is_loaded_not_retrained(finished_run):
     folder, trained, first = finished_run
     fresh, recorder = tiny_model(), EpochRecorder()
-    again = train(fresh, tiny_data(8), tiny_data(seed=1), out_dir=folder, epochs=3, callbacks=[recorder], **FAST)
+    again = train(fresh, tiny_data(8), tiny_data(seed=1), out_dir=folder, learning_rate=1e-3,
+                  epochs=3, callbacks=[recorder], **FAST)
     assert recorder.epochs == []
     assert again.history == first.history
     for a, b in zip(trained.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="finished run of 3 epochs"):
-        train(tiny_model(), tiny_data(), out_dir=folder, epochs=4, **FAST)
+        train(tiny_model(), tiny_data(), out_dir=folder, learning_rate=1e-3, epochs=4, **FAST)
 
 
 def test_same_seed_repeats_the_run(finished_run, tmp_path):
@@ -120,7 +121,7 @@ def test_training_a_model_again_keeps_its_traced_step_and_starts_like_a_new_mode
     assert again.history == reference.history
     for a, b in zip(kept.get_weights(), new.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
-    train(kept, data, out_dir=tmp_path / "other_loss", epochs=1, loss="cosine", seed=1, **FAST)
+    train(kept, data, out_dir=tmp_path / "other_loss", learning_rate=1e-3, epochs=1, loss="cosine", seed=1, **FAST)
     assert kept.train_function is not traced_step  # another loss: compiled and traced again
 
 
@@ -128,11 +129,13 @@ def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     keras.utils.set_random_seed(0)
     data, validation = tiny_data(), tiny_data(seed=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_model(), data, validation, out_dir=tmp_path, epochs=4, callbacks=[EpochRecorder(fail_at=2)],
+        train(tiny_model(), data, validation, out_dir=tmp_path, learning_rate=1e-3,
+              epochs=4, callbacks=[EpochRecorder(fail_at=2)],
               **FAST)
     assert (tmp_path / "backup").exists() and not (tmp_path / "done.json").exists()
     recorder = EpochRecorder()
-    history = train(tiny_model(), data, validation, out_dir=tmp_path, epochs=4, callbacks=[recorder], **FAST)
+    history = train(tiny_model(), data, validation, out_dir=tmp_path, learning_rate=1e-3,
+                    epochs=4, callbacks=[recorder], **FAST)
     assert recorder.epochs == [2, 3]  # continued, not restarted
     assert history.epoch == [0, 1, 2, 3]
     assert json.loads((tmp_path / "done.json").read_text()) == {"epochs": 4}
@@ -143,7 +146,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
         return keras.ops.mean(y_pred) * float("nan")
 
     with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 0, batch 0.*learning_rate"):
-        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, loss=nan_loss, **FAST)
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, learning_rate=1e-3, epochs=3, loss=nan_loss, **FAST)
     assert load_history(tmp_path).index.tolist() == [0]  # stopped in the first epoch
     # The weights were updated with NaN gradients: nothing of them may be saved.
     assert not (tmp_path / "best.keras").exists() and not (tmp_path / "backup").exists()
@@ -162,7 +165,7 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
     ],
 )
 def test_bad_options_raise_value_error(tmp_path, options, message):
-    arguments = dict(out_dir=tmp_path, epochs=1, **FAST) | options
+    arguments = dict(out_dir=tmp_path, learning_rate=1e-3, epochs=1, **FAST) | options
     with pytest.raises(ValueError, match=message):
         train(tiny_model(), tiny_data(), **arguments)
 
@@ -175,14 +178,15 @@ def test_precision_scope_builds_mixed_models_and_restores_policy(tmp_path):
     assert keras.config.dtype_policy().name == before
     assert model.layers[1].compute_dtype == "bfloat16" and model.layers[1].variable_dtype == "float32"
     assert tiny_model().layers[1].compute_dtype == "float32"
-    history = train(model, tiny_data(), out_dir=tmp_path, epochs=1, mixed_precision="bfloat16", **FAST)
+    history = train(model, tiny_data(), out_dir=tmp_path, learning_rate=1e-3,
+                    epochs=1, mixed_precision="bfloat16", **FAST)
     assert np.isfinite(history.history["loss"][0])
 
 
 def test_float16_uses_loss_scaling_and_gradient_accumulation_runs(tmp_path):
     with precision_scope("float16"):
         model = tiny_model()
-    train(model, tiny_data(), out_dir=tmp_path, epochs=1, mixed_precision="float16",
+    train(model, tiny_data(), out_dir=tmp_path, learning_rate=1e-3, epochs=1, mixed_precision="float16",
           gradient_accumulation_steps=2, optimizer="sgd", **(FAST | {"batch_size": 1}))
     assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     inner = model.optimizer.inner_optimizer
@@ -236,7 +240,8 @@ def test_non_finite_arrays_are_refused_before_training(tmp_path, which, part, in
     data[which] = tuple(broken)
     name = f"{which} {'xy'[part]}"
     with pytest.raises(NonFiniteDataError, match=rf"{name}: 1 non-finite.*index \[{', '.join(map(str, index))}\]"):
-        train(tiny_model(), data["train_data"], data["val_data"], out_dir=tmp_path, epochs=1, **FAST)
+        train(tiny_model(), data["train_data"], data["val_data"], out_dir=tmp_path, learning_rate=1e-3,
+              epochs=1, **FAST)
     assert not list(tmp_path.iterdir())  # refused before anything was written
 
 
@@ -258,7 +263,7 @@ class PoisonWeights(keras.callbacks.Callback):
 
 def test_non_finite_weights_stop_training_and_are_never_saved(tmp_path):
     with pytest.raises(NonFiniteWeightsError, match=r"weight variable\(s\) became NaN or inf during epoch 1.*kernel"):
-        train(tiny_model(), tiny_data(), tiny_data(seed=1), out_dir=tmp_path, epochs=2,
+        train(tiny_model(), tiny_data(), tiny_data(seed=1), out_dir=tmp_path, learning_rate=1e-3, epochs=2,
               callbacks=[PoisonWeights(epoch=1)], **FAST)
     assert not (tmp_path / "final.weights.h5").exists() and not (tmp_path / "done.json").exists()
     state = json.loads((tmp_path / "backup" / "state.json").read_text())
@@ -270,15 +275,16 @@ def test_non_finite_weights_stop_training_and_are_never_saved(tmp_path):
 def test_damaged_backup_is_reported_with_a_hint(tmp_path):
     data = tiny_data()
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tiny_model(), data, out_dir=tmp_path, epochs=3, callbacks=[EpochRecorder(fail_at=2)], **FAST)
+        train(tiny_model(), data, out_dir=tmp_path, learning_rate=1e-3,
+              epochs=3, callbacks=[EpochRecorder(fail_at=2)], **FAST)
     (weights,) = (tmp_path / "backup").glob("*.weights.h5")
     weights.write_bytes(weights.read_bytes()[:1000])  # a torn file, as a kill mid-write leaves
     with pytest.raises(DamagedBackupError, match=rf"{weights.name}.*cannot be read.*overwrite=True"):
-        train(tiny_model(), data, out_dir=tmp_path, epochs=3, **FAST)
+        train(tiny_model(), data, out_dir=tmp_path, learning_rate=1e-3, epochs=3, **FAST)
     (tmp_path / "backup" / "state.json").write_text('{"epoch": 1, "weig')
     with pytest.raises(DamagedBackupError, match=r"state.json.*overwrite=True"):
-        train(tiny_model(), data, out_dir=tmp_path, epochs=3, **FAST)
-    history = train(tiny_model(), data, out_dir=tmp_path, epochs=3, overwrite=True, **FAST)
+        train(tiny_model(), data, out_dir=tmp_path, learning_rate=1e-3, epochs=3, **FAST)
+    history = train(tiny_model(), data, out_dir=tmp_path, learning_rate=1e-3, epochs=3, overwrite=True, **FAST)
     assert history.epoch == [0, 1, 2]
 
 
@@ -392,10 +398,11 @@ def test_a_kill_before_done_json_finishes_without_training_again(tmp_path, monke
 
     monkeypatch.setattr(_checkpoints, "write_json_atomic", killed)
     with pytest.raises(Killed):
-        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=2, **FAST)
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, learning_rate=1e-3, epochs=2, **FAST)
     monkeypatch.setattr(_checkpoints, "write_json_atomic", write)
     recorder = EpochRecorder()
-    history = train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=2, callbacks=[recorder], **FAST)
+    history = train(tiny_model(), tiny_data(), out_dir=tmp_path, learning_rate=1e-3,
+                    epochs=2, callbacks=[recorder], **FAST)
     assert recorder.epochs == [] and history.epoch == [0, 1]
     assert json.loads((tmp_path / "done.json").read_text()) == {"epochs": 2}
     assert not (tmp_path / "backup").exists()
@@ -409,10 +416,10 @@ class CtrlC(keras.callbacks.Callback):
 
 def test_ctrl_c_says_in_one_line_what_was_kept(tmp_path, capsys):
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, callbacks=[CtrlC()], **FAST)
+        train(tiny_model(), tiny_data(), out_dir=tmp_path, learning_rate=1e-3, epochs=3, callbacks=[CtrlC()], **FAST)
     err = capsys.readouterr().err
     assert "interrupted: epochs 0-0 of 3 kept in" in err and "call train() again" in err
-    assert train(tiny_model(), tiny_data(), out_dir=tmp_path, epochs=3, **FAST).epoch == [0, 1, 2]
+    assert train(tiny_model(), tiny_data(), out_dir=tmp_path, learning_rate=1e-3, epochs=3, **FAST).epoch == [0, 1, 2]
 
 
 @pytest.mark.parametrize("every, epochs, printed", [(1, 3, [1, 2, 3]), (2, 5, [2, 4, 5]), (10, 4, [4]), (4, 8, [4, 8])])
@@ -457,7 +464,7 @@ def test_cosine_decay_falls_to_zero_and_a_resumed_run_continues_its_curve(tmp_pa
           schedule="cosine", seed=0, callbacks=[resumed], **FAST)
     np.testing.assert_allclose(resumed.rates, expected[8:], rtol=1e-5)  # the last epoch's four steps
     with pytest.raises(ValueError, match="schedule"):
-        train(tiny_model(), data, out_dir=tmp_path / "bad", epochs=1, schedule="linear", **FAST)
+        train(tiny_model(), data, out_dir=tmp_path / "bad", learning_rate=1e-3, epochs=1, schedule="linear", **FAST)
 
 
 OUTCOME_CASES = [

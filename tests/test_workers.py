@@ -16,6 +16,7 @@ import time
 
 import cloudpickle
 import pytest
+from conftest import recipe_config
 
 from tutorial_lib import experiments, recipes, workers
 
@@ -45,9 +46,9 @@ def test_two_workers_train_the_networks_and_records_of_the_serial_grid(client, t
     from tutorial_lib import _kernel
 
     _kernel.use_threads(1)  # what open_chapter does under ci, and what the workers run with
-    configs = [recipes.unet3d_config("ci", tiny_cache, "ablations", filters=[2, 4], epochs=1, patch_shape=[8, 8, 8],
+    configs = [recipe_config("ablations", tiny_cache, filters=[2, 4], epochs=1, patch_shape=[8, 8, 8],
                                      seed=seed) for seed in (0, 1, 2)]
-    run_fn = functools.partial(recipes.train_unet3d, cache_dir=tiny_cache)
+    run_fn = functools.partial(recipes.train, cache_dir=tiny_cache)
     serial = experiments.run_grid(configs, run_fn, root=tmp_path / "serial")
     spread = experiments.run_grid(configs, run_fn, root=tmp_path / "spread", executor=client)
     timings = ["seconds", "epoch_cpu_seconds"]

@@ -134,7 +134,7 @@ class Chapter:
 
     def evaluate(self, config: dict[str, Any], cases: str | Sequence[str] = "test",
                  **predict_options: Any) -> pd.DataFrame:
-        """Dice, HD95, sensitivity and voxel counts per case and region (:func:`tutorial_lib.inference.evaluate_run`)."""
+        """Dice, HD95, sensitivity and voxel counts per case and region (:func:`~tutorial_lib.inference.evaluate_run`)."""
         case_ids = self.split[cases] if isinstance(cases, str) else list(cases)
         return inference.evaluate_run(config, self.cache_dir, case_ids, spacing=self.spacing_mm, **predict_options)
 

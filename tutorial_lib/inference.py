@@ -40,7 +40,7 @@ from tutorial_lib.metrics import case_table, dice_coefficient, region_masks
 __all__ = [
     "CasePrediction", "downsampling_factor", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
     "score_run", "evaluate_run", "predict_masks",
-    "regions_to_labels", "write_segmentation", "PackedMasks",
+    "regions_to_labels", "labels_on_original_grid", "save_labels", "write_segmentation", "PackedMasks",
 ]
 
 
@@ -435,8 +435,8 @@ def predict_masks(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | o
 
 
 def evaluate_run(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os.PathLike,
-                 case_ids: Sequence[str], *, spacing: Sequence[float], **predict_options: Any) -> "pd.DataFrame":
-    """Per case, :func:`tutorial_lib.metrics.case_table`'s scores and each region's voxel counts.
+                 case_ids: Sequence[str], *, spacing: Sequence[float], **predict_options: Any) -> Any:
+    """Per case, :func:`tutorial_lib.metrics.case_table`'s scores and each region's voxel counts: a DataFrame.
 
     A region network's three channels become BraTS labels
     (:func:`regions_to_labels`) and are scored on every region; a
@@ -535,14 +535,19 @@ def _to_original_grid(labels: np.ndarray, entry: Mapping[str, Any]) -> np.ndarra
     return original
 
 
-def _labels_on_original_grid(mask: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
-    """Region masks on the cache grid as BraTS labels on the grid the case was prepared from."""
+def labels_on_original_grid(mask: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
+    """Region masks ``(x, y, z, K)`` on the cache grid as BraTS labels on the grid the case was prepared from.
+
+    ``entry`` is the case's manifest entry, or the geometry
+    :func:`tutorial_lib.ingest.normalise_case` returns for a scan from outside.
+    """
     # Labels first: one uint8 volume to up-sample instead of one per region channel.
     labels = _upsample(regions_to_labels(mask), int(_entry_field(entry, "downsample")))
     return _to_original_grid(labels, entry)
 
 
-def _save_nifti_atomically(labels: np.ndarray, affine: np.ndarray, out_path: Path) -> None:
+def save_labels(labels: np.ndarray, affine: np.ndarray, out_path: Path) -> None:
+    """Write a uint8 label volume as NIfTI with ``affine`` (qform and sform), atomically."""
     import nibabel as nib
 
     image = nib.Nifti1Image(labels, affine)
@@ -603,10 +608,10 @@ def write_segmentation(
     if volume.ndim != 4 or volume.shape[:3] != grid:
         raise ValueError(f"prediction shape {volume.shape} does not match the case's cache grid {grid}")
     mask = volume > (threshold if np.issubdtype(volume.dtype, np.floating) else 0)
-    labels = _labels_on_original_grid(mask, manifest_entry)
+    labels = labels_on_original_grid(mask, manifest_entry)
     affine = np.asarray(_entry_field(manifest_entry, "original_affine"), dtype=float)
     out = Path(out_path)
-    _save_nifti_atomically(labels, affine, out)
+    save_labels(labels, affine, out)
     return out
 
 

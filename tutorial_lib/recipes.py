@@ -45,7 +45,6 @@ import numpy as np
 from tutorial_lib import augment, datasets, inference, losses, models, training
 from tutorial_lib.course_data import appearance_cache
 from tutorial_lib.data import TARGETS, load_manifest, load_split, modality_indices, target_prior
-from tutorial_lib.experiments import data_id
 
 __all__ = [
     "VolumeDiceCallback",
@@ -197,7 +196,7 @@ def config(group: str, sizes: Mapping[str, Any], *, profile: str, data: str, **c
 
 
 def train(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.PathLike) -> dict[str, Any]:
-    """Train ``config`` with the recipe its ``run`` names; a ``run_fn`` for :func:`~tutorial_lib.experiments.run_grid`."""
+    """Train ``config`` with the recipe its ``run`` names (module docstring); a ``run_fn`` for ``run_grid``."""
     if config["run"] in _2D_RUNS:
         return train_unet2d(config, run_dir, cache_dir=cache_dir)
     if config["run"] == "unet3d":

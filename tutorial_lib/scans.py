@@ -11,8 +11,9 @@ network shown a flipped or stretched brain fails without saying so.
 
 1. reads the scan's modalities (NIfTI, one 3D volume each, on one grid),
 2. resamples them onto a 1 mm LPS grid that covers the scan
-   (:func:`training_grid`; linear interpolation, through each file's affine,
-   so a rotated or oblique scan is handled too),
+   (:func:`training_grid`; linear interpolation through each file's affine
+   by :func:`nibabel.processing.resample_from_to`, so a rotated or oblique
+   scan is handled too),
 3. crops, z-scores and down-samples like the cache,
 4. predicts (patch by patch for a patch network), and
 5. undoes steps 3 and 2 for the labels (nearest neighbour) and writes them
@@ -41,8 +42,8 @@ from tutorial_lib import inference, ingest
 from tutorial_lib._files import DiskFullError, full_disk_error
 from tutorial_lib.config import BRATS, get_profile
 
-__all__ = ["TRAINING_AXES", "ScanError", "ScanWarning", "Network", "read_scan", "training_grid", "resample",
-           "load_network", "segment_scan"]
+__all__ = ["TRAINING_AXES", "ScanError", "ScanWarning", "Network", "read_scan", "training_grid", "load_network",
+           "segment_scan"]
 
 # Axis codes of the training arrays: BraTS's affine diag(-1, -1, 1).
 TRAINING_AXES = ("L", "P", "S")
@@ -123,18 +124,14 @@ def training_grid(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarra
     return grid, size
 
 
-def resample(volume: np.ndarray, affine: np.ndarray, to_affine: np.ndarray, to_shape: tuple[int, ...], *,
-             order: int) -> np.ndarray:
-    """``volume`` (on ``affine``) sampled on the grid ``to_affine``/``to_shape``; 0 outside it.
+def _resample(volume: np.ndarray, affine: np.ndarray, to_affine: np.ndarray, to_shape: tuple[int, ...], *,
+              order: int) -> np.ndarray:
+    """``volume`` (on ``affine``) sampled on the grid ``to_affine``/``to_shape``; 0 outside it."""
+    from nibabel import Nifti1Image
+    from nibabel.processing import resample_from_to
 
-    ``order`` 1 (linear) for images, 0 (nearest) for labels. Where the two
-    grids coincide up to axis flips and swaps, the values are copied exactly.
-    """
-    from scipy import ndimage
-
-    to_source = np.linalg.inv(affine) @ to_affine  # target voxel -> source voxel
-    return ndimage.affine_transform(volume, to_source[:3, :3], offset=to_source[:3, 3], output_shape=to_shape,
-                                    order=order, mode="constant", cval=0.0)
+    return np.asarray(resample_from_to(Nifti1Image(volume, affine), (to_shape, to_affine), order=order,
+                                       mode="constant", cval=0.0).dataobj)
 
 
 class Network:
@@ -260,7 +257,7 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     reference = next(iter(scan.values()))
     _check_skull_stripped(reference, affine, images[network.modalities[0]])
     grid, grid_shape = training_grid(affine, reference.shape)
-    resampled = {m: resample(volume, affine, grid, grid_shape, order=1) for m, volume in scan.items()}
+    resampled = {m: _resample(volume, affine, grid, grid_shape, order=1) for m, volume in scan.items()}
     brain = np.logical_or.reduce([volume != 0 for volume in resampled.values()])
     if not brain.any():
         raise ScanError(f"{images[network.modalities[0]]}: every voxel is zero in every modality")
@@ -271,11 +268,11 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     else:
         probabilities = inference.predict_volume(model, image, patch_size=network.patch_shape, overlap=overlap,
                                                  pad_multiple=inference.downsampling_factor(model))
-    labels = inference._labels_on_original_grid(probabilities > threshold, geometry)
-    labels = resample(labels, grid, affine, reference.shape, order=0).astype(np.uint8)
+    labels = inference.labels_on_original_grid(probabilities > threshold, geometry)
+    labels = _resample(labels, grid, affine, reference.shape, order=0).astype(np.uint8)
     out = Path(out_path)
     try:
-        inference._save_nifti_atomically(labels, affine, out)
+        inference.save_labels(labels, affine, out)
     except DiskFullError as error:
         # About what the file takes: the labels (gzip-compressed for .nii.gz) after a 352-byte header.
         size = len(zlib.compress(labels.tobytes(), 6)) if out.name.endswith(".gz") else labels.nbytes

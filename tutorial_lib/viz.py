@@ -12,6 +12,7 @@ Slices are drawn with ``x`` horizontal and ``y`` vertical (origin lower left).
 
 from __future__ import annotations
 
+import html
 import os
 from typing import Any, Mapping, Sequence
 
@@ -437,8 +438,6 @@ class SliceView:
         self._image, self._panels, self._names = image, panels, names
 
     def _repr_html_(self) -> str:
-        from tutorial_lib._viewer_html import viewer_frame
-
         values = sorted(LABEL_COLORS)
         lookup = np.zeros(max(values) + 1, np.uint8)
         lookup[values] = np.arange(1, len(values) + 1)  # BraTS labels 1, 2, 4 -> colours 1, 2, 3
@@ -453,7 +452,12 @@ class SliceView:
                   for title, labels, colors in views]
         frames += [(f"{views[0][0]} over {name}", self._image[..., channel], *views[0][1:])
                    for channel, name in enumerate(self._names) if channel]
-        return viewer_frame(frames, title="slice viewer: " + ", ".join(caption for caption, *_ in frames))
+        cut = _viewer_centre(_thinned(frames[0][2]))  # every viewer starts at one place, so they compare
+        return "".join(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
+                       f'<iframe class="volume-viewer" title="slice viewer: {html.escape(caption)}" srcdoc="'
+                       f'{html.escape(_nilearn_viewer(background, labels, colors, cut))}" style="width:100%;'
+                       f'max-width:{_VIEWER_WIDTH_PX}px;height:{_VIEWER_HEIGHT_PX}px;border:0"></iframe></figure>'
+                       for caption, background, labels, colors in frames)
 
     def _repr_png_(self) -> bytes:
         import io
@@ -492,3 +496,43 @@ def _slice_widgets(
     output = widgets.interactive_output(draw, controls)
     boxes = list(controls.values())
     return widgets.VBox([widgets.HBox(boxes[:3]), widgets.HBox(boxes[3:]), output])
+
+
+# Volumes are thinned to at most this many voxels per axis: the sprite (and the page) grows
+# with the number of voxels, and a viewer needs to show where things are, not every voxel.
+MAX_VOXELS_PER_AXIS = 48
+# The cache's axes point left, posterior and superior (scans.TRAINING_AXES), so the viewer's
+# L and R are the patient's; its millimetre coordinates would not be (annotate=False).
+_VIEWER_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
+_VIEWER_WIDTH_PX, _VIEWER_HEIGHT_PX = 720, 300
+
+
+def _thinned(volume: np.ndarray) -> np.ndarray:
+    steps = [max(1, -(-size // MAX_VOXELS_PER_AXIS)) for size in volume.shape]
+    return volume[tuple(slice(None, None, step) for step in steps)]
+
+
+def _viewer_centre(labels: np.ndarray) -> tuple[float, float, float] | None:
+    if not labels.any():
+        return None
+    return tuple(float(value) for value in (_VIEWER_AFFINE[:3, :3] @ np.argwhere(labels).mean(axis=0)))
+
+
+def _nilearn_viewer(background: np.ndarray, labels: np.ndarray, colors: Sequence[str], cut: Any) -> str:
+    """nilearn's static viewer of ``labels`` (1..len(colors); 0 = none) over ``background``: an HTML document.
+
+    Built with nilearn's public :func:`~nilearn.plotting.view_img`; the document
+    holds the slices and nilearn's scripts inline, so it needs no kernel and no network.
+    """
+    import nibabel as nib
+    from matplotlib.colors import ListedColormap
+    from nilearn import plotting
+
+    view = plotting.view_img(
+        nib.Nifti1Image(_thinned(labels).astype(np.float32), _VIEWER_AFFINE),
+        bg_img=nib.Nifti1Image(_thinned(background).astype(np.float32), _VIEWER_AFFINE),
+        cmap=ListedColormap(["#000000", *colors]), vmin=0, vmax=len(colors), symmetric_cmap=False, threshold=0.5,
+        colorbar=False, annotate=False, draw_cross=True, black_bg=False, dim=0, resampling_interpolation="nearest",
+        opacity=0.6, title=None, cut_coords=cut,
+    )
+    return view.get_standalone()

@@ -1,9 +1,5 @@
 """Small Sphinx fixes for the course book (loaded through ``sphinx.local_extensions``).
 
-``book/_static/course.css`` holds the book's own style rules (pasted values in the
-text's weight, readable output colours, numbers kept on one line) and ``course.js``
-puts a hint under a table that scrolls sideways; this extension adds both to every page.
-
 Docutils writes a bibliography as ``<div role="list">`` of ``role="doc-biblioentry"``
 entries, a role ARIA 1.2 deprecated, so a screen reader meets a list without items
 (axe-core: aria-required-children, critical). The entries become plain list items.
@@ -17,7 +13,6 @@ identical scripts fixes it without touching the installed package.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
@@ -37,14 +32,7 @@ def _accessible_citations(app: Any, pagename: str, templatename: str, context: d
         context["body"] = context["body"].replace('role="doc-biblioentry"', 'role="listitem"')
 
 
-def _course_css(app: Any) -> None:
-    app.config.html_static_path.append(str(Path(__file__).resolve().parents[1] / "_static"))
-    app.add_css_file("course.css")
-    app.add_js_file("course.js")
-
-
 def setup(app: Any) -> dict[str, Any]:
-    app.connect("builder-inited", _course_css)
     app.connect("html-page-context", _unique_scripts, priority=900)
     app.connect("html-page-context", _accessible_citations)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
