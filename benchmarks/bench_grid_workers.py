@@ -11,7 +11,7 @@ It then projects the ``gpu`` profile's grid (whole 192 x 192 x 160 volumes,
 real BraTS's 285 cases) onto 1, 4 and 8 GPUs: each run's cost is its
 network's training FLOPs (``costs.forward_flops``, three forward passes a
 step) at an A100's bfloat16 peak times the share chapter 03 assumes, and the
-runs go to the first free GPU in grid order (``workers.grid_wall_seconds``).
+runs go to the first free GPU in grid order (:func:`grid_wall_seconds`).
 No GPU measured these: validation passes and the input pipeline come on top.
 
 Examples
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import tempfile
 import time
 from pathlib import Path
@@ -65,11 +66,32 @@ def ablation_grid(profile: str, cache_dir: Path, *, seeds: int, epochs: int | No
     return configs
 
 
+def grid_wall_seconds(run_seconds: list[float], workers: int) -> float:
+    """Wall time of a grid whose runs take ``run_seconds``, each given in turn to the first free worker.
+
+    That is how the scheduler hands out a grid's equal-priority tasks; start-up
+    costs and shared file systems come on top.
+
+    Examples
+    --------
+    >>> grid_wall_seconds([4, 1, 1, 1, 1], 2)  # one worker takes the 4, the other the four 1s
+    4.0
+    >>> grid_wall_seconds([1, 1, 4], 2)
+    5.0
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    free_at = [0.0] * workers
+    for seconds in run_seconds:
+        heapq.heappush(free_at, heapq.heappop(free_at) + float(seconds))
+    return max(free_at)
+
+
 def project_gpu_grid(cache_dir: Path, *, gpu: str = "A100") -> list[dict[str, Any]]:
     """Chapter 05's ``gpu`` grid, its A/A seeds included, projected onto ``GPU_COUNTS`` GPUs of class ``gpu``."""
     import math
 
-    from tutorial_lib import costs, ingest, recipes, workers
+    from tutorial_lib import costs, ingest, recipes
     from tutorial_lib.config import get_profile
     from tutorial_lib.experiments import config_hash
 
@@ -89,7 +111,7 @@ def project_gpu_grid(cache_dir: Path, *, gpu: str = "A100") -> list[dict[str, An
                 model, batch_size=settings["batch_size"])
     run_seconds = [flops[config_hash({**config, "seed": 0})] * steps * config["epochs"] / speed
                    for config in configs]
-    return [{"GPUs": count, "runs": len(configs), "hours": workers.grid_wall_seconds(run_seconds, count) / 3600,
+    return [{"GPUs": count, "runs": len(configs), "hours": grid_wall_seconds(run_seconds, count) / 3600,
              "median run (h)": sorted(run_seconds)[len(run_seconds) // 2] / 3600} for count in GPU_COUNTS]
 
 

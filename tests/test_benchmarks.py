@@ -203,6 +203,19 @@ def test_seed_spread_runs_the_a_a_test_at_3_and_6_seeds_per_arm_where_it_has_the
         assert 0 <= row["false verdicts"] <= 0.2 and row["median width"] > 0 and row["splits"] > 0
 
 
+@pytest.mark.parametrize("run_seconds, workers, expected", [
+    # shape: run times in grid order, workers -> wall time, each run going to the first free worker
+    ([4, 1, 1, 1, 1], 2, 4.0),  # one worker takes the 4, the other the four 1s
+    ([1, 1, 4], 2, 5.0),  # the 4 waits for the first worker to be free
+    ([3, 2], 1, 5.0),  # one worker: the sum
+    ([2], 8, 2.0),  # idle workers do not shorten a run
+])
+def test_the_gpu_projection_hands_each_run_to_the_first_free_worker(run_seconds, workers, expected):
+    import bench_grid_workers
+
+    assert bench_grid_workers.grid_wall_seconds(run_seconds, workers) == expected
+
+
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") == "jax",
                     reason="the script runs in the TensorFlow pass; tests/test_workers.py checks JAX's workers")
 def test_grid_workers_smoke_gives_the_serial_grid_and_projects_the_gpu_grid(tiny_cache: Path) -> None:

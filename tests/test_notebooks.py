@@ -159,8 +159,9 @@ def wiring(tree: ast.AST) -> list[str]:
     >>> wiring(ast.parse('get_profile(p, "unet3d")\\nfunctools.partial(recipes.train, cache_dir=c)'))
     ['get_profile', 'partial']
     """
-    return [name for node in ast.walk(tree) if isinstance(node, ast.Call)
-            for name in [getattr(node.func, "id", getattr(node.func, "attr", ""))] if name in ("get_profile", "partial")]
+    names = [getattr(node.func, "id", getattr(node.func, "attr", "")) for node in ast.walk(tree)
+             if isinstance(node, ast.Call)]
+    return [name for name in names if name in ("get_profile", "partial")]
 
 
 def code_lines(source: str) -> int:

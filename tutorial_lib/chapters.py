@@ -73,11 +73,6 @@ class Chapter:
     manifest: Mapping[str, Any]
     seed: int = 0
 
-    @property
-    def execution(self) -> Mapping[str, Any]:
-        """The profile's ``execution`` settings: threads per operation, local grid workers."""
-        return self.groups["execution"]
-
     def settings_of(self, group: str, *, profile: str | None = None) -> Mapping[str, Any]:
         """Another group's settings: of this profile, or of ``profile`` (chapter 03 projects the ``gpu`` one)."""
         if profile is not None and profile != self.profile:
@@ -104,17 +99,13 @@ class Chapter:
         recipe (:func:`tutorial_lib.recipes.train`) on :attr:`grid_executor`;
         a mapping's keys name the rows.
         """
-        named = dict(configs) if isinstance(configs, Mapping) else None
-        table = experiments.run_grid(list(named.values()) if named else list(configs), self._train_run,
-                                     description=description, executor=self.grid_executor)
-        if named:
-            table.index = list(named)
-        return table
+        from tutorial_lib import recipes  # Keras: after open_chapter has set the threads
 
-    def _train_run(self, config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-        from tutorial_lib import recipes
-
-        return recipes.train(config, run_dir, cache_dir=self.cache_dir)
+        # A function and a folder, not the chapter: a grid's workers are sent what trains a run.
+        train = functools.partial(recipes.train, cache_dir=self.cache_dir)
+        table = experiments.run_grid(list(dict(configs).values() if isinstance(configs, Mapping) else configs),
+                                     train, description=description, executor=self.grid_executor)
+        return table.set_axis(list(configs)) if isinstance(configs, Mapping) else table
 
     def scores(self, configs: dict | Sequence[dict], cases: str | Sequence[str] = "test", *,
                cache_dir: str | os.PathLike | None = None, **predict_options: Any) -> pd.Series | pd.DataFrame:
@@ -124,19 +115,17 @@ class Chapter:
         DataFrame with one row per configuration. ``cases`` is a split's name
         or case identifiers; ``cache_dir`` scores another cache's cases.
         """
-        case_ids = self.split[cases] if isinstance(cases, str) else list(cases)
-        cache = self.cache_dir if cache_dir is None else cache_dir
-        def one(config):
-            return pd.Series(inference.score_run(config, cache, case_ids, **predict_options), name="dice")
-        if isinstance(configs, Mapping):
-            return one(configs)
-        return pd.DataFrame([one(config) for config in configs]).reset_index(drop=True)
+        table = pd.DataFrame([inference.score_run(config, cache_dir or self.cache_dir, self._cases(cases),
+                                                  **predict_options)
+                              for config in ([configs] if isinstance(configs, Mapping) else configs)])
+        return table.iloc[0].rename("dice") if isinstance(configs, Mapping) else table
 
-    def evaluate(self, config: dict[str, Any], cases: str | Sequence[str] = "test",
-                 **predict_options: Any) -> pd.DataFrame:
-        """Dice, HD95, sensitivity and voxel counts per case and region (:func:`~tutorial_lib.inference.evaluate_run`)."""
-        case_ids = self.split[cases] if isinstance(cases, str) else list(cases)
-        return inference.evaluate_run(config, self.cache_dir, case_ids, spacing=self.spacing_mm, **predict_options)
+    def evaluate(self, config: dict[str, Any], cases: str | Sequence[str] = "test", **options: Any) -> pd.DataFrame:
+        """Every region's Dice, HD95, sensitivity and voxel counts per case (:func:`~.inference.evaluate_run`)."""
+        return inference.evaluate_run(config, self.cache_dir, self._cases(cases), spacing=self.spacing_mm, **options)
+
+    def _cases(self, cases: str | Sequence[str]) -> list[str]:
+        return list(self.split[cases] if isinstance(cases, str) else cases)
 
     @functools.cached_property
     def grid_executor(self) -> Any:
@@ -147,7 +136,8 @@ class Chapter:
         (:func:`tutorial_lib.workers.grid_client`); made on first use, so a
         chapter that trains no grid starts no workers.
         """
-        return workers.grid_client(self.execution["grid_workers"], threads=self.execution["threads"])
+        execution = self.groups["execution"]
+        return workers.grid_client(execution["grid_workers"], threads=execution["threads"])
 
     @property
     def grid(self) -> tuple[int, int, int]:

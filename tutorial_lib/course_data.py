@@ -27,7 +27,6 @@ __all__ = [
     "is_course_synthetic",
     "ensure_course_data",
     "ensure_appearance_data",
-    "appearance_cache",
 ]
 
 
@@ -123,10 +122,9 @@ def ensure_course_data(
     >>> load_manifest(cache)["shape"]  # doctest: +SKIP
     [48, 48, 40]
     """
-    settings = get_profile(profile) if isinstance(profile, str) else dict(profile)
-    settings["n_cases"] = n_cases or settings["n_cases"]
+    settings = get_profile(profile) if isinstance(profile, str) else profile
     test_cases = settings["test_cases"] if n_cases is None else None
-    n_cases, downsample = int(settings["n_cases"]), int(settings["downsample"])
+    n_cases, downsample = int(n_cases or settings["n_cases"]), int(settings["downsample"])
     root = data_root()
     cache = Path(cache_dir) if cache_dir is not None else root / "cache" / f"synthetic-n{n_cases}-k{downsample}"
     if _cache_ready(cache, n_cases, downsample, test_cases):
@@ -148,6 +146,7 @@ def ensure_appearance_data(
     case_ids: Sequence[str],
     *,
     workers: int | None = None,
+    make: bool = True,
 ) -> Path:
     """The course's synthetic cases ``case_ids`` seen by another scanner, prepared like the course's.
 
@@ -168,6 +167,8 @@ def ensure_appearance_data(
         Cases of the course cache to render, e.g. ``load_split(course_cache)["test"]``.
     workers : int, optional
         Processes for generation and preparation (default: up to 4 CPUs).
+    make : bool, optional
+        ``False``: only find them (a training recipe reads data, it never makes it).
 
     Returns
     -------
@@ -178,6 +179,8 @@ def ensure_appearance_data(
     ------
     ValueError
         If ``course_cache`` is not a synthetic cache or ``case_ids`` are not its cases.
+    FileNotFoundError
+        With ``make=False``, if those cases were not prepared yet: the message says which call makes them.
     RuntimeError
         If a case could not be prepared.
 
@@ -195,8 +198,11 @@ def ensure_appearance_data(
     if unknown:
         raise ValueError(f"not cases of {display_path(course_cache)}: {unknown[:5]}")
     cache = course_cache.with_name(f"{course_cache.name}-{appearance}")
-    if _holds(cache, manifest["downsample"], case_ids):
+    if _cache_ready(cache, 0, manifest["downsample"]) and set(case_ids) <= set(load_manifest(cache)["cases"]):
         return cache
+    if not make:
+        raise FileNotFoundError(f"{display_path(cache)} lacks cases asked for at appearance {appearance!r}; make "
+                                f"them first: course_data.ensure_appearance_data(cache_dir, {appearance!r}, case_ids)")
     with directory_lock(data_root() / f".{appearance}-data.lock"):
         raw = synthetic_raw_dir(len(names)).with_name(f"n{len(names)}-{appearance}")
         synthetic.make_dataset(raw, len(names), seed=0, workers=_workers(workers), appearance=appearance,
@@ -207,24 +213,3 @@ def ensure_appearance_data(
             raise RuntimeError(f"preparing the {appearance} cases failed:\n{report.summary()}")
     return cache
 
-
-def _holds(cache: Path, downsample: int, case_ids: Sequence[str]) -> bool:
-    return _cache_ready(cache, 0, downsample) and set(case_ids) <= set(load_manifest(cache)["cases"])
-
-
-def appearance_cache(course_cache: str | os.PathLike[str], appearance: str, case_ids: Sequence[str]) -> Path:
-    """The cache :func:`ensure_appearance_data` made of ``case_ids`` at ``appearance``; it makes nothing.
-
-    Raises
-    ------
-    FileNotFoundError
-        If those cases were not prepared at that appearance: the message says
-        which call makes them.
-    """
-    course_cache = Path(course_cache)
-    cache = course_cache.with_name(f"{course_cache.name}-{appearance}")
-    if not _holds(cache, load_manifest(course_cache)["downsample"], case_ids):
-        raise FileNotFoundError(f"{display_path(cache)} does not hold the {len(case_ids)} cases asked for at "
-                                f"appearance {appearance!r}; make them first with course_data."
-                                f"ensure_appearance_data(cache_dir, {appearance!r}, case_ids)")
-    return cache

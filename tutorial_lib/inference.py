@@ -356,11 +356,9 @@ def case_dice(
     >>> scores = case_dice(model, cache, split["val"])  # doctest: +SKIP
     >>> sum(scores.values()) / len(scores)  # doctest: +SKIP
     """
-    scores = {}
-    for case_id in case_ids:
-        mask = predict_case(model, cache_dir, case_id, **predict_options).mask[..., 0]
-        scores[case_id] = dice_coefficient(mask, load_case(cache_dir, case_id, target="wt")[1][..., 0])
-    return scores
+    masks = predict_masks(model, cache_dir, case_ids, **predict_options)
+    return {case_id: dice_coefficient(masks[case_id], load_case(cache_dir, case_id, target="wt")[1][..., 0])
+            for case_id in case_ids}
 
 
 def score_run(
@@ -400,34 +398,40 @@ def score_run(
     --------
     >>> scores = score_run(config, cache, split["test"])  # doctest: +SKIP
     """
-    from tutorial_lib import experiments
-
-    folder = Path(run) if isinstance(run, (str, os.PathLike)) else experiments.run_dir(run)
-    if isinstance(run, Mapping):
-        predict_options.setdefault("modalities", run.get("modalities", ("flair",)))
+    folder = _run_folder(run, predict_options)
     path, known = _scores_file(folder, cache_dir, predict_options), {}
     if path is not None and path.is_file():
         known = json.loads(path.read_text(encoding="utf-8"))
     missing = [case_id for case_id in case_ids if case_id not in known]
     if missing:
-        known.update(case_dice(_network(folder, predict_options), cache_dir, missing, **predict_options))
+        known.update(case_dice(_network(folder, {}), cache_dir, missing, **predict_options))
         if path is not None:
             write_json_atomic(path, known)
     return {case_id: known[case_id] for case_id in case_ids}
 
 
-def _network(run: Mapping[str, Any] | str | os.PathLike, options: dict[str, Any]) -> Any:
-    """The kept network of a run (configuration or folder); its ``modalities`` become a default option."""
-    from tutorial_lib import experiments, training  # training starts the backend; only here
+def _run_folder(run: Mapping[str, Any] | str | os.PathLike, options: dict[str, Any]) -> Path:
+    """A run's folder, from its configuration (whose ``modalities`` become a default option) or itself."""
+    from tutorial_lib import experiments
 
     if isinstance(run, Mapping):
         options.setdefault("modalities", run.get("modalities", ("flair",)))
-    return training.load_best(Path(run) if isinstance(run, (str, os.PathLike)) else experiments.run_dir(run))
+        return experiments.run_dir(run)
+    return Path(run)
 
 
-def predict_masks(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os.PathLike,
-                  case_ids: Sequence[str], **predict_options: Any) -> PackedMasks:
-    """The first channel's binarised prediction of each case by a run's kept network, bit-packed."""
+def _network(run: Any, options: dict[str, Any]) -> Any:
+    from tutorial_lib import training  # starts the backend; only here
+
+    return run if hasattr(run, "predict") else training.load_best(_run_folder(run, options))
+
+
+def predict_masks(run: Any, cache_dir: str | os.PathLike, case_ids: Sequence[str],
+                  **predict_options: Any) -> PackedMasks:
+    """The first channel's binarised prediction of each case, bit-packed.
+
+    ``run`` is a network, or a finished run (configuration or folder) whose kept network predicts.
+    """
     model, masks = _network(run, predict_options), PackedMasks()
     for case_id in case_ids:
         masks[case_id] = predict_case(model, cache_dir, case_id, **predict_options).mask[..., 0]
@@ -449,15 +453,13 @@ def evaluate_run(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os
     model, rows = _network(run, predict_options), []
     for case_id in case_ids:
         mask = predict_case(model, cache_dir, case_id, **predict_options).mask
-        prediction = regions_to_labels(mask)
-        truth = load_case(cache_dir, case_id, target="labels")[1]
-        regions = list(BRATS.regions) if mask.shape[-1] == 3 else ["WT"]
-        row = case_table([prediction], [truth], case_ids=[case_id], spacing=spacing, regions=regions,
+        regions = list(BRATS.regions)[: mask.shape[-1]]  # WT, or WT, TC and ET
+        labels = {"": regions_to_labels(mask), "true_": load_case(cache_dir, case_id, target="labels")[1]}
+        row = case_table([labels[""]], [labels["true_"]], case_ids=[case_id], spacing=spacing, regions=regions,
                          summary=False)
-        counts = [region_masks(prediction), region_masks(truth)]
-        for region in regions:
-            row[f"voxels_{region}"], row[f"true_voxels_{region}"] = (int(masks[region].sum()) for masks in counts)
-        rows.append(row)
+        counts = {f"{whose}voxels_{region}": int(mask_of.sum()) for whose, volume in labels.items()
+                  for region, mask_of in region_masks(volume).items() if region in regions}
+        rows.append(row.assign(**counts))
     return pd.concat(rows)
 
 

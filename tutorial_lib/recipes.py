@@ -43,12 +43,10 @@ import keras
 import numpy as np
 
 from tutorial_lib import augment, datasets, inference, losses, models, training
-from tutorial_lib.course_data import appearance_cache
+from tutorial_lib.course_data import ensure_appearance_data
 from tutorial_lib.data import TARGETS, load_manifest, load_split, modality_indices, target_prior
 
 __all__ = [
-    "VolumeDiceCallback",
-    "EpochCPUSeconds",
     "config",
     "train",
     "train_unet2d",
@@ -91,37 +89,28 @@ def _loss(name: str, **options: Any) -> Any:
     return _loss_objects.setdefault(key, losses.get_loss(name, **options))
 
 
-class VolumeDiceCallback(keras.callbacks.Callback):
-    """Puts the mean whole-volume Dice of ``case_ids`` into the epoch's logs as ``val_volume_dice``.
+def _volume_dice(model: keras.Model, cache_dir: str | os.PathLike, case_ids: list[str]) -> Any:
+    """Keras' LambdaCallback that puts the mean whole-volume Dice of ``case_ids`` into the epoch's logs.
 
-    Runs before :func:`tutorial_lib.training.train`'s logger and checkpoint,
+    It runs before :func:`tutorial_lib.training.train`'s logger and checkpoint,
     so the value is written to ``history.csv`` and can choose the best epoch.
     """
-
-    def __init__(self, cache_dir: str | os.PathLike, case_ids: list[str], **predict_options: Any) -> None:
-        super().__init__()
-        self.cache_dir, self.case_ids, self.predict_options = cache_dir, case_ids, predict_options
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        scores = inference.case_dice(self.model, self.cache_dir, self.case_ids, **self.predict_options)
-        if logs is not None:
-            logs[VOLUME_DICE] = float(np.mean(list(scores.values())))
+    def log(epoch: int, logs: dict) -> None:
+        logs[VOLUME_DICE] = float(np.mean(list(inference.case_dice(model, cache_dir, case_ids).values())))
+    return keras.callbacks.LambdaCallback(on_epoch_end=log)
 
 
-class EpochCPUSeconds(keras.callbacks.Callback):
-    """Puts the CPU seconds this process spent on the epoch into its logs as ``epoch_cpu_seconds``.
+def _epoch_cpu_seconds() -> Any:
+    """Keras' LambdaCallback that logs the CPU seconds this process spent on each epoch (``epoch_cpu_seconds``).
 
     CPU time rather than wall-clock, so that chapters running side by side
     (``scripts/build_course.py --jobs``) slow each other's figure far less
     (not at all would be too strong: two cores share caches).
     """
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.process_time()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs is not None:
-            logs["epoch_cpu_seconds"] = time.process_time() - self.started
+    started = {}
+    return keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: started.update(at=time.process_time()),
+        on_epoch_end=lambda epoch, logs: logs.update(epoch_cpu_seconds=time.process_time() - started["at"]))
 
 
 def config(group: str, sizes: Mapping[str, Any], *, profile: str, data: str, **changes: Any) -> dict[str, Any]:
@@ -173,6 +162,9 @@ def config(group: str, sizes: Mapping[str, Any], *, profile: str, data: str, **c
     Traceback (most recent call last):
     ValueError: not a configuration key: ['kernel']; ...
     """
+    if group not in (*_2D_RUNS, "unet3d") and "patch_shape" not in sizes:
+        raise ValueError(f"profile group {group!r} has no recipe; the recipes' groups are "
+                         f"{sorted(_2D_RUNS)}, 'unet3d', 'ablations' and 'patch_unet'")
     common = dict(run=group, data=data, profile=profile, epochs=sizes["epochs"], filters=list(sizes["filters"]),
                   batch_size=sizes["batch_size"], learning_rate=sizes["learning_rate"], schedule="cosine",
                   kernel_initializer="he_normal")
@@ -182,16 +174,13 @@ def config(group: str, sizes: Mapping[str, Any], *, profile: str, data: str, **c
     elif group == "unet3d":
         precision = sizes["mixed_precision"] or ("bfloat16" if training.gpu_available() else None)
         base = dict(common, precision=precision, backend=keras.backend.backend(), seed=0)
-    elif "patch_shape" in sizes:
+    else:
         base = dict(common, modalities=sizes.get("modalities", "all"), target="wt", kernel_size=3,
                     convs_per_level=2, skips="all", upsampling="transpose", dropout=0.0, activation="relu",
                     residual=False, optimizer="adam", patch_shape=sizes["patch_shape"],
                     patches_per_case=sizes["patches_per_case"], tumour_fraction=0.9, enhancing_fraction=0.0,
                     loss_reduction="batch", output_bias="prior", augmentation=None, train_appearance="course",
                     seed=0)
-    else:
-        raise ValueError(f"profile group {group!r} has no recipe; the recipes' groups are "
-                         f"{sorted(_2D_RUNS)}, 'unet3d', 'ablations' and 'patch_unet'")
     return _merge(base, changes)
 
 
@@ -236,7 +225,7 @@ def train_unet2d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
         loss=_loss(config["loss"], **config["loss_options"]), learning_rate=config["learning_rate"],
         schedule=config["schedule"],
         seed=config["seed"], verbose=0, monitor=VOLUME_DICE,
-        callbacks=[VolumeDiceCallback(cache_dir, val_slices.case_ids)])
+        callbacks=[_volume_dice(model, cache_dir, val_slices.case_ids)])
     best = int(np.argmax(history.history[VOLUME_DICE]))
     return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
             VOLUME_DICE: history.history[VOLUME_DICE][best], "val_slice_dice": history.history["val_dice"][best]}
@@ -290,9 +279,8 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
     common = dict(modalities=config["modalities"], target=config["target"], batch_size=config["batch_size"],
                   seed=config["seed"])
     train_cases = load_split(cache_dir)["train"]
-    train_cache = cache_dir
-    if config["train_appearance"] != "course":
-        train_cache = appearance_cache(cache_dir, config["train_appearance"], train_cases)
+    train_cache = cache_dir if config["train_appearance"] == "course" else ensure_appearance_data(
+        cache_dir, config["train_appearance"], train_cases, make=False)
     if config["patch_shape"] is None:
         if config["augmentation"] is not None:
             raise ValueError("augmentation applies to patch training; set patch_shape or augmentation=None")
@@ -312,7 +300,7 @@ def train_unet3d(config: dict[str, Any], run_dir: Path, *, cache_dir: str | os.P
                              loss=_loss("dice_probability", reduction=config["loss_reduction"]),
                              optimizer=config["optimizer"], learning_rate=config["learning_rate"],
                              schedule=config["schedule"],
-                             seed=config["seed"], verbose=0, callbacks=[EpochCPUSeconds()]).history
+                             seed=config["seed"], verbose=0, callbacks=[_epoch_cpu_seconds()]).history
     return {"parameters": model.count_params(), "seconds": time.perf_counter() - start,
             "best_val_dice": max(history["val_dice"]), "val_dice": history["val_dice"][-1],
             "train_dice": history["dice"][-1], "train_loss": history["loss"][-1],

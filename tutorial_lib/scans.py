@@ -36,7 +36,9 @@ import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
+import nibabel as nib
 import numpy as np
+from nibabel.processing import resample_from_to
 
 from tutorial_lib import inference, ingest
 from tutorial_lib._files import DiskFullError, full_disk_error
@@ -122,16 +124,6 @@ def training_grid(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarra
     grid[:3, 3] = (high[0], high[1], low[2])
     size = tuple(int(n) for n in np.floor(high - low + 1e-3).astype(int) + 1)
     return grid, size
-
-
-def _resample(volume: np.ndarray, affine: np.ndarray, to_affine: np.ndarray, to_shape: tuple[int, ...], *,
-              order: int) -> np.ndarray:
-    """``volume`` (on ``affine``) sampled on the grid ``to_affine``/``to_shape``; 0 outside it."""
-    from nibabel import Nifti1Image
-    from nibabel.processing import resample_from_to
-
-    return np.asarray(resample_from_to(Nifti1Image(volume, affine), (to_shape, to_affine), order=order,
-                                       mode="constant", cval=0.0).dataobj)
 
 
 class Network:
@@ -257,7 +249,8 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     reference = next(iter(scan.values()))
     _check_skull_stripped(reference, affine, images[network.modalities[0]])
     grid, grid_shape = training_grid(affine, reference.shape)
-    resampled = {m: _resample(volume, affine, grid, grid_shape, order=1) for m, volume in scan.items()}
+    resampled = {m: np.asarray(resample_from_to(nib.Nifti1Image(volume, affine), (grid_shape, grid), order=1,
+                                                mode="constant", cval=0.0).dataobj) for m, volume in scan.items()}
     brain = np.logical_or.reduce([volume != 0 for volume in resampled.values()])
     if not brain.any():
         raise ScanError(f"{images[network.modalities[0]]}: every voxel is zero in every modality")
@@ -269,7 +262,8 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
         probabilities = inference.predict_volume(model, image, patch_size=network.patch_shape, overlap=overlap,
                                                  pad_multiple=inference.downsampling_factor(model))
     labels = inference.labels_on_original_grid(probabilities > threshold, geometry)
-    labels = _resample(labels, grid, affine, reference.shape, order=0).astype(np.uint8)
+    labels = np.asarray(resample_from_to(nib.Nifti1Image(labels, grid), (reference.shape, affine), order=0,
+                                         mode="constant", cval=0.0).dataobj, np.uint8)
     out = Path(out_path)
     try:
         inference.save_labels(labels, affine, out)

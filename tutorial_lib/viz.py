@@ -439,23 +439,20 @@ class SliceView:
 
     def _repr_html_(self) -> str:
         values = sorted(LABEL_COLORS)
-        lookup = np.zeros(max(values) + 1, np.uint8)
-        lookup[values] = np.arange(1, len(values) + 1)  # BraTS labels 1, 2, 4 -> colours 1, 2, 3
         views = []
         for title, volume in self._panels:  # coloured as overlay() colours the still figure
             if volume is None or np.asarray(volume).dtype == bool:
                 mask = np.zeros(self._image.shape[:3], bool) if volume is None else np.asarray(volume)
                 views.append((title, mask.astype(np.uint8), [MASK_COLOR]))
-            else:
-                views.append((title, lookup[np.asarray(volume)], [LABEL_COLORS[value] for value in values]))
+            else:  # BraTS labels 1, 2, 4 -> colours 1, 2, 3
+                views.append((title, np.searchsorted(values, volume, side="right"), [LABEL_COLORS[v] for v in values]))
         frames = [(f"{title} over {self._names[0]}", self._image[..., 0], labels, colors)
                   for title, labels, colors in views]
         frames += [(f"{views[0][0]} over {name}", self._image[..., channel], *views[0][1:])
                    for channel, name in enumerate(self._names) if channel]
-        cut = _viewer_centre(_thinned(frames[0][2]))  # every viewer starts at one place, so they compare
         return "".join(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
                        f'<iframe class="volume-viewer" title="slice viewer: {html.escape(caption)}" srcdoc="'
-                       f'{html.escape(_nilearn_viewer(background, labels, colors, cut))}" style="width:100%;'
+                       f'{html.escape(_nilearn_viewer(background, labels, colors))}" style="width:100%;'
                        f'max-width:{_VIEWER_WIDTH_PX}px;height:{_VIEWER_HEIGHT_PX}px;border:0"></iframe></figure>'
                        for caption, background, labels, colors in frames)
 
@@ -512,17 +509,13 @@ def _thinned(volume: np.ndarray) -> np.ndarray:
     return volume[tuple(slice(None, None, step) for step in steps)]
 
 
-def _viewer_centre(labels: np.ndarray) -> tuple[float, float, float] | None:
-    if not labels.any():
-        return None
-    return tuple(float(value) for value in (_VIEWER_AFFINE[:3, :3] @ np.argwhere(labels).mean(axis=0)))
-
-
-def _nilearn_viewer(background: np.ndarray, labels: np.ndarray, colors: Sequence[str], cut: Any) -> str:
+def _nilearn_viewer(background: np.ndarray, labels: np.ndarray, colors: Sequence[str]) -> str:
     """nilearn's static viewer of ``labels`` (1..len(colors); 0 = none) over ``background``: an HTML document.
 
     Built with nilearn's public :func:`~nilearn.plotting.view_img`; the document
     holds the slices and nilearn's scripts inline, so it needs no kernel and no network.
+    It opens at the labels' largest blob (nilearn's choice), so viewers of one
+    label volume over several modalities open at one place.
     """
     import nibabel as nib
     from matplotlib.colors import ListedColormap
@@ -533,6 +526,6 @@ def _nilearn_viewer(background: np.ndarray, labels: np.ndarray, colors: Sequence
         bg_img=nib.Nifti1Image(_thinned(background).astype(np.float32), _VIEWER_AFFINE),
         cmap=ListedColormap(["#000000", *colors]), vmin=0, vmax=len(colors), symmetric_cmap=False, threshold=0.5,
         colorbar=False, annotate=False, draw_cross=True, black_bg=False, dim=0, resampling_interpolation="nearest",
-        opacity=0.6, title=None, cut_coords=cut,
+        opacity=0.6, title=None,
     )
     return view.get_standalone()

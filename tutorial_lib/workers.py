@@ -27,7 +27,6 @@ train, to the last bit.
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ from tutorial_lib._kernel import TENSORFLOW_ENVIRONMENT
 if TYPE_CHECKING:  # distributed is imported only when a grid is spread
     from distributed import Client
 
-__all__ = ["SCHEDULER_VARIABLE", "visible_gpus", "worker_environment", "grid_client", "grid_wall_seconds"]
+__all__ = ["SCHEDULER_VARIABLE", "visible_gpus", "worker_environment", "grid_client"]
 
 SCHEDULER_VARIABLE = "BRATS_COURSE_SCHEDULER"
 
@@ -128,27 +127,6 @@ def grid_client(workers: int | str = 1, *, threads: int | None = None, scheduler
     else:
         raise ValueError(f"grid workers must be a count of at least 1 or 'gpus', got {workers!r}")
     return _local_client(gpus, threads) if len(gpus) > 1 else None
-
-
-def grid_wall_seconds(run_seconds: list[float], workers: int) -> float:
-    """Wall time of a grid whose runs take ``run_seconds``, each given in turn to the first free worker.
-
-    That is how the scheduler hands out a grid's equal-priority tasks; start-up
-    costs and shared file systems come on top.
-
-    Examples
-    --------
-    >>> grid_wall_seconds([4, 1, 1, 1, 1], 2)  # one worker takes the 4, the other the four 1s
-    4.0
-    >>> grid_wall_seconds([1, 1, 4], 2)
-    5.0
-    """
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    free_at = [0.0] * workers
-    for seconds in run_seconds:
-        heapq.heappush(free_at, heapq.heappop(free_at) + float(seconds))
-    return max(free_at)
 
 
 def _local_client(gpus: list[str | None], threads: int | None) -> Client:
