@@ -144,14 +144,18 @@ def test_internal_links_resolve(browser, site, page_name):
 
 
 @pytest.mark.parametrize("page_name", CHAPTERS)
-def test_chapter_shows_figures_computed_prose_and_nothing_cut_off(browser, site, page_name):
+def test_chapter_shows_figures_computed_numbers_one_parameters_cell_and_nothing_cut_off(browser, site, page_name):
     page, _ = _open(browser, site, page_name)
     try:
         assert page.locator(".cell_output img").count() >= 1, f"{page_name} shows no figure"
-        # Computed paragraphs: Markdown output of cells whose input the book hides.
-        prose = page.eval_on_selector_all(".tag_remove-input .cell_output p", "ps => ps.map(p => p.textContent)")
-        assert any(any(ch.isdigit() for ch in text) for text in prose), f"{page_name}: no computed number in the prose"
+        # The numbers a paragraph reads are outputs of the code above it: printed lines and tables.
+        outputs = page.eval_on_selector_all(".cell_output pre, .cell_output table", "es => es.map(e => e.textContent)")
+        assert any(any(ch.isdigit() for ch in text) for text in outputs), f"{page_name}: no computed number shown"
+        prose = page.eval_on_selector_all("article p", "ps => ps.map(p => p.textContent)")
         assert not [text for text in prose if "{glue" in text], f"{page_name}: raw glue roles on the page"
+        # The chapter's own parameters cell shows; papermill's injected copy under it does not.
+        assert page.locator(".tag_parameters").count() == 1, f"{page_name}: not one parameters cell"
+        assert page.locator(".tag_injected-parameters").count() == 0, f"{page_name}: papermill's injected cell shows"
         clipped = page.eval_on_selector_all(
             "article table, article pre",
             f"elements => elements.filter(e => !({SCROLLS})(e)).map(e => e.textContent.slice(0, 60))")

@@ -9,13 +9,15 @@ just filled, so this costs the chapters' evaluation, not their training. For
 each chapter:
 
 - every code cell ran and none shows a traceback (Run All stops at an error);
-- no rendered Markdown, cell or output, shows a MyST role or directive
+- no rendered Markdown shows a MyST role or directive
   (``{glue:text}``, ``{eval}``, ``:::{admonition}``...);
-- the prose shows at least one computed number (a Markdown output with a digit).
+- the outputs show computed numbers, and no code cell shows a paragraph of
+  Markdown (prose is in Markdown cells, read once).
 
 Chapter 01 also moves its slice viewer's slider and switches the modality and
-checks that the image changed. Screenshots of each chapter's first computed
-paragraph (a verdict where the chapter has one) go to ``_build/screenshots/``.
+checks that the image changed. Screenshots of each chapter at its first
+verdict (or its first computed number), with the paragraphs around it, go to
+``_build/screenshots/``.
 Needs Debian's ``chromium`` (or ``BRATS_COURSE_CHROMIUM``).
 """
 
@@ -143,7 +145,7 @@ def _viewer_follows_the_slider_and_the_modality(page) -> None:
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
-def test_chapter_runs_in_jupyterlab_and_its_prose_shows_numbers(lab, name):
+def test_chapter_runs_in_jupyterlab_and_shows_its_numbers_under_the_code(lab, name):
     browser, url, token, root = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
@@ -154,17 +156,16 @@ def test_chapter_runs_in_jupyterlab_and_its_prose_shows_numbers(lab, name):
         tracebacks = page.eval_on_selector_all(
             ".jp-OutputArea-output", "nodes => nodes.map(n => n.textContent).filter(t => t.includes('Traceback'))")
         rendered = page.eval_on_selector_all(".jp-RenderedMarkdown", "nodes => nodes.map(n => n.textContent)")
-        prose = page.eval_on_selector_all(".jp-OutputArea-output.jp-RenderedMarkdown",
-                                          "nodes => nodes.map(n => n.textContent)")
+        outputs = page.eval_on_selector_all(".jp-OutputArea-output", "nodes => nodes.map(n => n.textContent)")
+        generated = page.locator(".jp-OutputArea-output.jp-RenderedMarkdown").count()
         if name == "01_data_exploration":
             _viewer_follows_the_slider_and_the_modality(page)
-        shown = next((index for index, text in enumerate(prose) if VERDICT_WORDS.search(text)), 0)
-        if prose:
+        numbered = [index for index, text in enumerate(outputs) if re.search(r"\d", text)]
+        verdicts = [index for index in numbered if VERDICT_WORDS.search(outputs[index])]
+        if outputs:
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            computed = page.locator(".jp-OutputArea-output.jp-RenderedMarkdown")
-            cell = page.locator(".jp-CodeCell", has=computed).nth(shown)
-            cell.scroll_into_view_if_needed()
-            cell.screenshot(path=str(SCREENSHOTS / f"jupyterlab-{name}.png"))  # the template and its paragraph
+            page.locator(".jp-OutputArea-output").nth((verdicts or numbered or [0])[0]).scroll_into_view_if_needed()
+            page.screenshot(path=str(SCREENSHOTS / f"jupyterlab-{name}.png"))  # the output and the prose around it
     finally:
         page.close()
         _shut_down_kernel(url, token, name)
@@ -173,4 +174,5 @@ def test_chapter_runs_in_jupyterlab_and_its_prose_shows_numbers(lab, name):
     assert not unrun, f"{name}: code cells {unrun} did not run"
     raw = [text[:100] for text in rendered if RENDERED_MYST.search(text)]
     assert not raw, f"{name}: JupyterLab shows raw MyST markup: {raw[:3]}"
-    assert any(re.search(r"\d", text) for text in prose), f"{name}: no computed number in the prose JupyterLab shows"
+    assert numbered, f"{name}: no computed number in the outputs JupyterLab shows"
+    assert not generated, f"{name}: {generated} code cell(s) show a paragraph of Markdown; write it as a Markdown cell"

@@ -72,7 +72,7 @@ def _flip_matrix(axis: int, size: int) -> np.ndarray:
 
 
 def _resampled(image: nib.Nifti1Image, zooms: tuple[float, float, float], order: int) -> nib.Nifti1Image:
-    """``image`` on a grid of ``zooms`` mm in RAS order, resampled by nibabel (independently of scans.resample)."""
+    """``image`` on a grid of ``zooms`` mm in RAS order, resampled by nibabel here, apart from the code under test."""
     extent = np.abs(np.diag(image.affine)[:3]) * np.array(image.shape)
     shape = tuple(int(n) for n in np.floor(extent / zooms))
     corner = image.affine @ np.array([image.shape[0] - 1, image.shape[1] - 1, 0, 1.0])
