@@ -4,16 +4,18 @@ Every chapter starts the same way: resolve its settings from
 :data:`tutorial_lib.config.PROFILES` (once), make sure the data exist, read
 the split, seed the random generators and say which versions ran it.
 :func:`open_chapter` does all of that, so a chapter's first cell after its
-parameters is one line, and shared answers (the grid, the voxel size) come
-from one place.
+parameters is one line. The :class:`Chapter` it returns then does the wiring
+(the chapter's recipe, its run cache, scoring), so that a chapter writes only
+what it changes.
 
 Examples
 --------
 >>> chapter = open_chapter("ci", "ablations", epochs=None, seed=0)  # doctest: +SKIP
-python 3.11.7 | keras 3.13.0 (tensorflow backend) | numpy 2.3.5 | nibabel 5.3.2
-ci profile: cache data/cache/synthetic-n32-k4, grid 48 × 48 × 40 (4× down-sampled), 22 train / 5 val / 5 test cases
->>> chapter.settings["epochs"], chapter.spacing_mm  # doctest: +SKIP
-(2, (4.0, 4.0, 4.0))
+python 3.11.7 | keras 3.15.1 (tensorflow backend) | numpy 2.4.6 | nibabel 5.4.2
+ci profile: cache <data>/cache/synthetic-n47-k4, grid 48 × 48 × 40 (4× down-sampled), 22 train / 5 val / 20 test cases
+>>> wide = chapter.config(filters=chapter.settings["wide_filters"])  # doctest: +SKIP
+>>> chapter.train({"baseline": chapter.config(), "wide": wide})  # doctest: +SKIP
+>>> chapter.scores(wide).mean()  # doctest: +SKIP
 """
 
 from __future__ import annotations
