@@ -104,9 +104,9 @@ class Chapter:
         from tutorial_lib import recipes  # Keras: after open_chapter has set the threads
 
         # A function and a folder, not the chapter: a grid's workers are sent what trains a run.
-        train = functools.partial(recipes.train, cache_dir=self.cache_dir)
         table = experiments.run_grid(list(dict(configs).values() if isinstance(configs, Mapping) else configs),
-                                     train, description=description, executor=self.grid_executor)
+                                     functools.partial(recipes.train, cache_dir=self.cache_dir),
+                                     description=description, executor=self.grid_executor)
         return table.set_axis(list(configs)) if isinstance(configs, Mapping) else table
 
     def scores(self, configs: dict | Sequence[dict], cases: str | Sequence[str] = "test", *,

@@ -457,9 +457,8 @@ def evaluate_run(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os
         labels = {"": regions_to_labels(mask), "true_": load_case(cache_dir, case_id, target="labels")[1]}
         row = case_table([labels[""]], [labels["true_"]], case_ids=[case_id], spacing=spacing, regions=regions,
                          summary=False)
-        counts = {f"{whose}voxels_{region}": int(mask_of.sum()) for whose, volume in labels.items()
-                  for region, mask_of in region_masks(volume).items() if region in regions}
-        rows.append(row.assign(**counts))
+        rows.append(row.assign(**{f"{whose}voxels_{region}": int(mask_of.sum()) for whose, volume in labels.items()
+                                  for region, mask_of in region_masks(volume).items() if region in regions}))
     return pd.concat(rows)
 
 

@@ -453,7 +453,7 @@ class SliceView:
         return "".join(f"<figure><figcaption>{html.escape(caption)}</figcaption>"
                        f'<iframe class="volume-viewer" title="slice viewer: {html.escape(caption)}" srcdoc="'
                        f'{html.escape(_nilearn_viewer(background, labels, colors))}" style="width:100%;'
-                       f'max-width:{_VIEWER_WIDTH_PX}px;height:{_VIEWER_HEIGHT_PX}px;border:0"></iframe></figure>'
+                       f'max-width:720px;height:300px;border:0"></iframe></figure>'
                        for caption, background, labels, colors in frames)
 
     def _repr_png_(self) -> bytes:
@@ -501,7 +501,6 @@ MAX_VOXELS_PER_AXIS = 48
 # The cache's axes point left, posterior and superior (scans.TRAINING_AXES), so the viewer's
 # L and R are the patient's; its millimetre coordinates would not be (annotate=False).
 _VIEWER_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
-_VIEWER_WIDTH_PX, _VIEWER_HEIGHT_PX = 720, 300
 
 
 def _thinned(volume: np.ndarray) -> np.ndarray:
@@ -514,18 +513,20 @@ def _nilearn_viewer(background: np.ndarray, labels: np.ndarray, colors: Sequence
 
     Built with nilearn's public :func:`~nilearn.plotting.view_img`; the document
     holds the slices and nilearn's scripts inline, so it needs no kernel and no network.
-    It opens at the labels' largest blob (nilearn's choice), so viewers of one
-    label volume over several modalities open at one place.
+    It opens at the labels' centre (nilearn's own choice can miss the tumour in
+    two of the three views), so viewers of one label volume open at one place.
     """
     import nibabel as nib
     from matplotlib.colors import ListedColormap
     from nilearn import plotting
 
+    labels = _thinned(labels)
+    centre = tuple(_VIEWER_AFFINE[:3, :3] @ np.argwhere(labels).mean(axis=0)) if labels.any() else None
     view = plotting.view_img(
-        nib.Nifti1Image(_thinned(labels).astype(np.float32), _VIEWER_AFFINE),
+        nib.Nifti1Image(labels.astype(np.float32), _VIEWER_AFFINE),
         bg_img=nib.Nifti1Image(_thinned(background).astype(np.float32), _VIEWER_AFFINE),
         cmap=ListedColormap(["#000000", *colors]), vmin=0, vmax=len(colors), symmetric_cmap=False, threshold=0.5,
         colorbar=False, annotate=False, draw_cross=True, black_bg=False, dim=0, resampling_interpolation="nearest",
-        opacity=0.6, title=None,
+        opacity=0.6, title=None, cut_coords=centre,
     )
     return view.get_standalone()
