@@ -161,6 +161,38 @@ def test_bad_input_is_refused_in_one_line_naming_the_file(case, flair_network, t
         scans.load_network(unfinished)
 
 
+def test_a_blank_modality_beside_good_ones_is_refused_by_name(case, flair_network, tmp_path):
+    flair = np.asarray(case["flair"].dataobj).astype(np.float32)
+    network = scans.Network(scans.load_network(flair_network).model, ("flair", "t2"), 4)
+    images = {"flair": _write(tmp_path / "flair.nii.gz", flair, case["flair"].affine),
+              "t2": _write(tmp_path / "blank_t2.nii.gz", np.zeros_like(flair), case["flair"].affine)}
+    with pytest.raises(scans.ScanError, match=r"blank_t2\.nii\.gz: every voxel is zero; a blank t2 image"):
+        scans.segment_scan(network, images, tmp_path / "never.nii.gz")
+    assert not (tmp_path / "never.nii.gz").exists()
+
+
+@pytest.mark.parametrize("suffix, holds", [(".nii", 352 + 64), (".nii.gz", None)])
+def test_a_header_that_claims_more_than_its_file_holds_is_refused_before_reading(tmp_path, suffix, holds):
+    # shape: a header claiming 4000^3 float32 voxels (256 GB) over 64 bytes of data
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 4000))
+    header.set_data_dtype(np.float32)
+    raw = header.binaryblock + b"\0" * 4 + b"\0" * 64  # the header, its 4-byte extension flag, a little data
+    path = tmp_path / f"huge{suffix}"
+    if suffix.endswith(".gz"):
+        import gzip
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+    size = path.stat().st_size
+    holds = size * 1032 if holds is None else size  # deflate unpacks to at most ~1032 times its size
+    with pytest.raises(scans.ScanError) as raised:
+        scans.read_scan({"flair": path})
+    message = str(raised.value)
+    assert message.startswith(f"{path}: its header claims 4000 × 4000 × 4000 float32 voxels (256,000,000,000 bytes)")
+    assert f"the {size:,}-byte file holds at most {holds:,}" in message and "\n" not in message
+
+
 def test_a_scan_with_its_skull_gets_a_warning(case, flair_network, tmp_path):
     flair = np.asarray(case["flair"].dataobj).astype(np.float32)
     head = np.where(flair == 0, 30.0, flair)  # background and skull no longer zero

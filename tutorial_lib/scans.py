@@ -67,8 +67,10 @@ def read_scan(paths: Mapping[str, str | os.PathLike]) -> tuple[dict[str, np.ndar
     Raises
     ------
     ScanError
-        For an unknown modality, a file that cannot be read, a 4D image, a
-        volume holding NaN or inf, or modalities on different grids.
+        For an unknown modality, a file that cannot be read, a header that
+        claims more voxels than its file holds (refused before any memory is
+        asked for), a 4D image, a volume holding NaN or inf, a blank (all-zero)
+        volume, or modalities on different grids.
 
     Examples
     --------
@@ -82,8 +84,12 @@ def read_scan(paths: Mapping[str, str | os.PathLike]) -> tuple[dict[str, np.ndar
             raise ScanError(f"{path}: unknown modality {modality!r}; expected one of {list(BRATS.modalities)}")
         try:
             image = nib.load(str(path))
-            volume = np.asarray(image.dataobj, dtype=np.float32)
         except Exception as error:  # noqa: BLE001 - nibabel reports a bad file in many ways
+            raise ScanError(f"{path}: cannot be read as NIfTI ({error})") from error
+        _check_file_holds_its_voxels(image.header, Path(path))  # before a voxel is read, or memory asked for
+        try:
+            volume = np.asarray(image.dataobj, dtype=np.float32)
+        except Exception as error:  # noqa: BLE001
             raise ScanError(f"{path}: cannot be read as NIfTI ({error})") from error
         if volume.ndim == 4 and volume.shape[3] == 1:
             volume = volume[..., 0]
@@ -92,6 +98,9 @@ def read_scan(paths: Mapping[str, str | os.PathLike]) -> tuple[dict[str, np.ndar
         bad = int(np.count_nonzero(~np.isfinite(volume)))
         if bad:
             raise ScanError(f"{path}: {bad} voxel(s) are NaN or infinite; fix or mask them first")
+        if not volume.any():
+            raise ScanError(f"{path}: every voxel is zero; a blank {modality} image cannot be segmented "
+                            "(was it exported empty, or is it the wrong file?)")
         if affine is None:
             affine, first = image.affine, path
         elif volume.shape != next(iter(images.values())).shape or not np.allclose(image.affine, affine, atol=1e-3):
@@ -124,6 +133,22 @@ def training_grid(affine: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarra
     grid[:3, 3] = (high[0], high[1], low[2])
     size = tuple(int(n) for n in np.floor(high - low + 1e-3).astype(int) + 1)
     return grid, size
+
+
+# Deflate packs at most about 1032 bytes into one: a .nii.gz cannot unpack to more than that many times its size.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_file_holds_its_voxels(header: Any, path: Path) -> None:
+    """Refuse a header that claims more voxels than its file can hold (a damaged or hostile header)."""
+    shape, dtype = header.get_data_shape(), header.get_data_dtype()
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    size = path.stat().st_size
+    holds = size * _DEFLATE_MAX_RATIO if path.name.endswith(".gz") else size
+    if claimed + int(header.get_data_offset()) > holds:
+        raise ScanError(f"{path}: its header claims {' × '.join(map(str, shape))} {dtype} voxels ({claimed:,} bytes) "
+                        f"but the {size:,}-byte file holds at most {holds:,}; the header is damaged or the file "
+                        "cut short")
 
 
 class Network:
