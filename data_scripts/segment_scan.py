@@ -10,6 +10,10 @@ Usage (from the repository root)::
 ``--model`` is a finished run folder (its ``record.json`` says which
 modalities the network takes and how its cache was down-sampled) or a
 ``.keras`` file, loaded in Keras's safe mode (then give ``--downsample``).
+Give ``--model`` several times for an ensemble (the networks' probabilities
+are averaged, e.g. the seeds of one configuration); ``--tta`` mirrors the
+scan along every combination of its axes and averages (8 times the work);
+``--probabilities PATH`` also writes the probabilities beside the labels.
 The scans may come in any orientation and voxel size, all modalities on one
 grid and skull-stripped; the labels are written on the scan's own grid with
 its affine (see ``tutorial_lib.scans``). Exits with status 2 and one line
@@ -30,13 +34,16 @@ from tutorial_lib.config import BRATS
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, type=Path, help="finished run folder or .keras file")
+    parser.add_argument("--model", required=True, type=Path, action="append",
+                        help="finished run folder or .keras file; several for an ensemble")
     for modality in BRATS.modalities:
         parser.add_argument(f"--{modality}", type=Path, default=None, help=f"{modality} NIfTI file")
     parser.add_argument("--out", required=True, type=Path, help="label file to write (.nii.gz)")
     parser.add_argument("--downsample", type=int, default=None,
                         help="the training cache's block factor (only for a network without a run record)")
     parser.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
+    parser.add_argument("--tta", action="store_true", help="test-time mirroring: average over the 8 flips")
+    parser.add_argument("--probabilities", type=Path, default=None, help="also write the probabilities here")
     return parser.parse_args(argv)
 
 
@@ -49,9 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("always", scans.ScanWarning)
         warnings.showwarning = lambda message, *rest: print(f"warning: {message}", file=sys.stderr)
         try:
-            network = scans.load_network(args.model, downsample=args.downsample)
-            print(f"network: {args.model} ({', '.join(network.modalities)}; cache factor {network.downsample})")
-            out = scans.segment_scan(network, images, args.out, threshold=args.threshold)
+            networks = [scans.load_network(model, downsample=args.downsample) for model in args.model]
+            for model, network in zip(args.model, networks):
+                print(f"network: {model} ({', '.join(network.modalities)}; cache factor {network.downsample})")
+            out = scans.segment_scan(networks, images, args.out, threshold=args.threshold, mirror=args.tta,
+                                     probabilities_path=args.probabilities)
         except scans.ScanError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"error: {error}", file=sys.stderr)
             return 1
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f" and {args.probabilities}" if args.probabilities else ""))
     return 0
 
 

@@ -161,6 +161,27 @@ def test_bad_input_is_refused_in_one_line_naming_the_file(case, flair_network, t
         scans.load_network(unfinished)
 
 
+def test_mirroring_ensembles_and_the_probability_map_keep_the_labels_in_place(case, flair_network, tmp_path):
+    nib.save(case["flair"], tmp_path / "flair.nii.gz")
+    images = {"flair": tmp_path / "flair.nii.gz"}
+    plain = np.asarray(nib.load(scans.segment_scan(flair_network, images, tmp_path / "plain.nii.gz")).dataobj)
+    # The network looks at one voxel, so every flip gives the same answer once flipped back: a flip
+    # left undone would move the labels of this lopsided scan.
+    mirrored = scans.segment_scan(flair_network, images, tmp_path / "mirrored.nii.gz", mirror=True,
+                                  probabilities_path=tmp_path / "probabilities.nii.gz")
+    assert np.array_equal(np.asarray(nib.load(mirrored).dataobj), plain) and plain.any()
+    twice = scans.segment_scan([flair_network, flair_network], images, tmp_path / "ensemble.nii.gz")
+    assert np.array_equal(np.asarray(nib.load(twice).dataobj), plain)  # the mean of two equal networks
+    probabilities = nib.load(tmp_path / "probabilities.nii.gz")
+    assert probabilities.shape == case["flair"].shape + (1,) and probabilities.get_data_dtype() == np.float32
+    values = np.asarray(probabilities.dataobj)
+    assert 0 <= values.min() and values.max() <= 1 and np.allclose(probabilities.affine, case["flair"].affine)
+    assert np.array_equal(values[..., 0] > 0.5, plain > 0)  # BraTS's own grid: the labels are the thresholded map
+    two_channels = scans.Network(scans.load_network(flair_network).model, ("flair", "t2"), 4)
+    with pytest.raises(scans.ScanError, match="the networks of an ensemble must take the same modalities"):
+        scans.segment_scan([flair_network, two_channels], images, tmp_path / "never.nii.gz")
+
+
 def test_a_blank_modality_beside_good_ones_is_refused_by_name(case, flair_network, tmp_path):
     flair = np.asarray(case["flair"].dataobj).astype(np.float32)
     network = scans.Network(scans.load_network(flair_network).model, ("flair", "t2"), 4)
@@ -210,6 +231,11 @@ def test_the_command_segments_a_scan_and_reports_bad_input(case, flair_network, 
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "wrote" in done.stdout and nib.load(tmp_path / "seg.nii.gz").shape == case["flair"].shape
+    both = subprocess.run(command + ["--flair", str(tmp_path / "flair.nii.gz"), "--model", str(flair_network),
+                                     "--tta", "--probabilities", str(tmp_path / "p.nii.gz")],
+                          capture_output=True, text=True, timeout=300)
+    assert both.returncode == 0 and both.stdout.count("network: ") == 2, both.stderr[-2000:]
+    assert nib.load(tmp_path / "p.nii.gz").shape == case["flair"].shape + (1,)
     refused = subprocess.run(command + ["--t2", str(tmp_path / "flair.nii.gz")], capture_output=True, text=True,
                              timeout=300)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith("error: the network needs")

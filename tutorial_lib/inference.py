@@ -22,6 +22,7 @@ probabilities ``(x, y, z, K)``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -40,7 +41,8 @@ from tutorial_lib.metrics import case_table, dice_coefficient, region_masks
 __all__ = [
     "CasePrediction", "downsampling_factor", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
     "score_run", "evaluate_run", "predict_masks",
-    "regions_to_labels", "labels_on_original_grid", "save_labels", "write_segmentation", "PackedMasks",
+    "regions_to_labels", "labels_on_original_grid", "probabilities_on_original_grid", "save_volume",
+    "write_segmentation", "MIRRORINGS", "mirror_average", "PackedMasks",
 ]
 
 
@@ -241,6 +243,27 @@ def _sliding_window(
             weight_sum[window] += weights
     probabilities = total / weight_sum[..., None]
     return probabilities[: shape[0], : shape[1], : shape[2]]
+
+
+# Every combination of flips along the three spatial axes, no flip included: nnU-Net's test-time mirroring.
+MIRRORINGS = tuple(axes for count in range(4) for axes in itertools.combinations(range(3), count))
+
+
+def mirror_average(predict: Callable[..., np.ndarray], *volumes: np.ndarray) -> np.ndarray:
+    """``predict(*volumes)`` averaged over :data:`MIRRORINGS`: the volumes flipped, predicted, flipped back.
+
+    A network that learnt no left from right gives each flip another, equally
+    good answer; their mean is test-time mirroring.
+
+    Examples
+    --------
+    >>> ramp = np.arange(4.0).reshape(4, 1, 1)  # cumsum along x: [0, 1, 3, 6]; flipped, back: [6, 6, 5, 3]
+    >>> mirror_average(lambda volume: np.cumsum(volume, axis=0), ramp)[:, 0, 0].tolist()
+    [3.0, 3.5, 4.0, 4.5]
+    """
+    flipped = (np.flip(predict(*(np.ascontiguousarray(np.flip(volume, axes)) for volume in volumes)), axes)
+               for axes in MIRRORINGS)
+    return sum(prediction.astype(np.float32) for prediction in flipped) / len(MIRRORINGS)
 
 
 @dataclass
@@ -530,7 +553,7 @@ def _entry_field(entry: Mapping[str, Any], key: str) -> Any:
 def _to_original_grid(labels: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
     box = _entry_field(entry, "crop_box")
     padding = _entry_field(entry, "padding")
-    original = np.zeros(tuple(_entry_field(entry, "original_shape")), np.uint8)
+    original = np.zeros(tuple(_entry_field(entry, "original_shape")) + labels.shape[3:], labels.dtype)
     inside = tuple(slice(before, before + stop - start) for (start, stop), (before, _) in zip(box, padding))
     original[tuple(slice(start, stop) for start, stop in box)] = labels[inside]
     return original
@@ -547,12 +570,17 @@ def labels_on_original_grid(mask: np.ndarray, entry: Mapping[str, Any]) -> np.nd
     return _to_original_grid(labels, entry)
 
 
-def save_labels(labels: np.ndarray, affine: np.ndarray, out_path: Path) -> None:
-    """Write a uint8 label volume as NIfTI with ``affine`` (qform and sform), atomically."""
+def probabilities_on_original_grid(probabilities: np.ndarray, entry: Mapping[str, Any]) -> np.ndarray:
+    """Probabilities ``(x, y, z, K)`` on the cache grid, on the grid the case was prepared from (0 outside the crop)."""
+    return _to_original_grid(_upsample(probabilities, int(_entry_field(entry, "downsample"))), entry)
+
+
+def save_volume(volume: np.ndarray, affine: np.ndarray, out_path: Path) -> None:
+    """Write a volume (uint8 labels, float32 probabilities) as NIfTI with ``affine`` (qform and sform), atomically."""
     import nibabel as nib
 
-    image = nib.Nifti1Image(labels, affine)
-    image.set_data_dtype(np.uint8)
+    image = nib.Nifti1Image(volume, affine)
+    image.set_data_dtype(volume.dtype)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     suffix = "".join(out_path.suffixes) or ".nii.gz"  # nibabel picks compression from the suffix
@@ -612,7 +640,7 @@ def write_segmentation(
     labels = labels_on_original_grid(mask, manifest_entry)
     affine = np.asarray(_entry_field(manifest_entry, "original_affine"), dtype=float)
     out = Path(out_path)
-    save_labels(labels, affine, out)
+    save_volume(labels, affine, out)
     return out
 
 

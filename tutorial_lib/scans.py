@@ -34,7 +34,7 @@ import os
 import warnings
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -230,14 +230,30 @@ def _check_skull_stripped(volume: np.ndarray, affine: np.ndarray, path: Any) -> 
                       ScanWarning, stacklevel=3)
 
 
-def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str | os.PathLike],
-                 out_path: str | os.PathLike, *, threshold: float = 0.5, overlap: float = 0.5) -> Path:
+def _predict(network: Network, image: np.ndarray, brain: np.ndarray, *, overlap: float, mirror: bool) -> np.ndarray:
+    """One network's probabilities for a prepared scan, mirrored at test time if asked."""
+    model = network.model
+
+    def once(volume: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        if len(model.input_shape) == 4:  # a 2D network: slice by slice inside the brain
+            return inference.predict_volume_2d(model, volume, brain=inside)
+        return inference.predict_volume(model, volume, patch_size=network.patch_shape, overlap=overlap,
+                                        pad_multiple=inference.downsampling_factor(model))
+
+    return inference.mirror_average(once, image, brain) if mirror else once(image, brain)
+
+
+def segment_scan(network: Network | str | os.PathLike | Sequence[Network | str | os.PathLike],
+                 images: Mapping[str, str | os.PathLike], out_path: str | os.PathLike, *, threshold: float = 0.5,
+                 overlap: float = 0.5, mirror: bool = False,
+                 probabilities_path: str | os.PathLike | None = None) -> Path:
     """Segment one scan with a trained network and write BraTS labels on the scan's own grid.
 
     Parameters
     ----------
-    network : Network or path
-        From :func:`load_network`, or a finished run folder.
+    network : Network or path, or a sequence of them
+        From :func:`load_network`, or a finished run folder; several (seeds of
+        one configuration) are an ensemble: their probabilities are averaged.
     images : mapping of str to path
         Modality name (``"flair"``, ``"t1"``, ``"t1ce"``, ``"t2"``) -> NIfTI
         file; at least the network's modalities, all on one grid, in any
@@ -247,6 +263,12 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
         as the scan.
     threshold, overlap : float, optional
         Probability threshold; overlap of the sliding window (patch networks).
+    mirror : bool, optional
+        Test-time mirroring: average over the 8 flips of the volume's axes
+        (:func:`tutorial_lib.inference.mirror_average`), 8 times the work.
+    probabilities_path : path, optional
+        Also write the (averaged) probabilities there, float32, one channel
+        per output (WT, or WT, TC and ET), on the scan's grid.
 
     Returns
     -------
@@ -266,7 +288,12 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     --------
     >>> segment_scan("data/runs/patch_unet-0123", {"flair": "my_flair.nii.gz"}, "my_seg.nii.gz")  # doctest: +SKIP
     """
-    network = network if isinstance(network, Network) else load_network(network)
+    networks = [item if isinstance(item, Network) else load_network(item)
+                for item in (network if isinstance(network, (list, tuple)) else [network])]
+    network = networks[0]
+    if any((other.modalities, other.downsample) != (network.modalities, network.downsample) for other in networks):
+        raise ScanError("the networks of an ensemble must take the same modalities at the same down-sampling, got "
+                        + "; ".join(f"{list(other.modalities)} at {other.downsample}" for other in networks))
     missing = [m for m in network.modalities if m not in images]
     if missing:
         raise ScanError(f"the network needs {list(network.modalities)} but was not given {missing}")
@@ -280,18 +307,20 @@ def segment_scan(network: Network | str | os.PathLike, images: Mapping[str, str 
     if not brain.any():
         raise ScanError(f"{images[network.modalities[0]]}: every voxel is zero in every modality")
     image, brain, geometry, _ = ingest.normalise_case(resampled, brain, network.modalities, network.downsample)
-    model = network.model
-    if len(model.input_shape) == 4:  # a 2D network: slice by slice inside the brain
-        probabilities = inference.predict_volume_2d(model, image, brain=brain)
-    else:
-        probabilities = inference.predict_volume(model, image, patch_size=network.patch_shape, overlap=overlap,
-                                                 pad_multiple=inference.downsampling_factor(model))
+    probabilities = sum(_predict(member, image, brain, overlap=overlap, mirror=mirror) for member in networks)
+    probabilities /= len(networks)
     labels = inference.labels_on_original_grid(probabilities > threshold, geometry)
     labels = np.asarray(resample_from_to(nib.Nifti1Image(labels, grid), (reference.shape, affine), order=0,
                                          mode="constant", cval=0.0).dataobj, np.uint8)
+    if probabilities_path is not None:
+        on_grid = inference.probabilities_on_original_grid(probabilities, geometry)
+        on_scan = [np.asarray(resample_from_to(nib.Nifti1Image(channel, grid), (reference.shape, affine), order=1,
+                                               mode="constant").dataobj, np.float32)
+                   for channel in np.moveaxis(on_grid, -1, 0)]
+        inference.save_volume(np.stack(on_scan, axis=-1), affine, Path(probabilities_path))
     out = Path(out_path)
     try:
-        inference.save_labels(labels, affine, out)
+        inference.save_volume(labels, affine, out)
     except DiskFullError as error:
         # About what the file takes: the labels (gzip-compressed for .nii.gz) after a 352-byte header.
         size = len(zlib.compress(labels.tobytes(), 6)) if out.name.endswith(".gz") else labels.nbytes
