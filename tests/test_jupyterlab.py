@@ -36,6 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from test_course import BUILD, CHAPTERS, course_build  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.course
@@ -103,11 +104,22 @@ def lab(course_build, tmp_path_factory):  # noqa: F811  (course_build: a warm ru
         server.wait(timeout=30)
 
 
-def _run_all(page) -> None:
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+def _click_run_all(page) -> None:
     page.locator(".jp-Notebook").first.click()
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+
+def _run_all(page) -> None:
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    # The kernel first: on a loaded machine a Run All clicked before it answered once started nothing.
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+    _click_run_all(page)
+    started = "() => /\\[(\\*|\\d+)\\]/.test(document.querySelector('.jp-CodeCell .jp-InputPrompt').textContent)"
+    try:
+        page.wait_for_function(started, timeout=60_000, polling=1000)
+    except PlaywrightTimeout:
+        _click_run_all(page)
     # Run All marks every cell [*]; done when none is left and the first has run (an error clears the queue).
     page.wait_for_function(
         "() => { const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]"
