@@ -379,9 +379,11 @@ def case_dice(
     >>> scores = case_dice(model, cache, split["val"])  # doctest: +SKIP
     >>> sum(scores.values()) / len(scores)  # doctest: +SKIP
     """
-    masks = predict_masks(model, cache_dir, case_ids, **predict_options)
-    return {case_id: dice_coefficient(masks[case_id], load_case(cache_dir, case_id, target="wt")[1][..., 0])
-            for case_id in case_ids}
+    scores = {}  # one mask at a time, scored at once: nothing to keep, so nothing to pack
+    for case_id in case_ids:
+        mask = predict_case(model, cache_dir, case_id, **predict_options).mask[..., 0]
+        scores[case_id] = dice_coefficient(mask, load_case(cache_dir, case_id, target="wt")[1][..., 0])
+    return scores
 
 
 def score_run(
