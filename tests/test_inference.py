@@ -11,10 +11,13 @@ from tutorial_lib import experiments, models
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_brain, load_case, load_manifest, load_split
 from tutorial_lib.inference import (
+    MIRRORINGS,
     PackedMasks,
     case_dice,
     downsampling_factor,
+    evaluate_run,
     predict_case,
+    predict_probabilities,
     predict_volume,
     predict_volume_2d,
     regions_to_labels,
@@ -22,7 +25,7 @@ from tutorial_lib.inference import (
     write_segmentation,
 )
 from tutorial_lib.ingest import downsample_label
-from tutorial_lib.metrics import dice_coefficient
+from tutorial_lib.metrics import dice_coefficient, lesion_table
 
 ET = BRATS.regions["ET"][0]
 (NCR,) = set(BRATS.regions["TC"]) - set(BRATS.regions["ET"])
@@ -192,6 +195,43 @@ def test_predict_case_reads_the_cache_and_postprocesses(tiny_cache):
     assert not emptied.mask.any()
     with pytest.raises(FileNotFoundError, match="case_999"):
         predict_case(model, tiny_cache, "case_999")
+
+
+def test_mirroring_averages_the_eight_flipped_predictions(tiny_cache):
+    case_id = load_split(tiny_cache)["test"][0]
+    model = conv_model(kernel=3, channels=1, seed=3)   # a 3 x 3 x 3 kernel is not symmetric: flips differ
+    image, _ = load_case(tiny_cache, case_id, target=None)
+    by_hand = np.mean([np.flip(predict_volume(model, np.ascontiguousarray(np.flip(image, axes))), axes)
+                       for axes in MIRRORINGS], axis=0)
+    mirrored = predict_probabilities(model, tiny_cache, [case_id], mirror=True)[case_id]
+    plain = predict_probabilities(model, tiny_cache, [case_id])[case_id]
+    assert len(MIRRORINGS) == 8 and mirrored.shape == plain.shape == image.shape[:3]
+    np.testing.assert_allclose(mirrored, by_hand[..., 0], atol=1e-6)
+    assert np.abs(mirrored - plain).max() > 1e-3
+    pointwise = conv_model(kernel=1, channels=1)   # a 1 x 1 x 1 network gives every flip the same answer
+    np.testing.assert_allclose(predict_probabilities(pointwise, tiny_cache, [case_id], mirror=True)[case_id],
+                               predict_probabilities(pointwise, tiny_cache, [case_id])[case_id], atol=1e-6)
+
+
+def test_a_slice_wise_network_is_mirrored_inside_the_brain(tiny_cache):
+    case_id = load_split(tiny_cache)["test"][0]
+    inputs = keras.Input((None, None, 1))
+    hidden = keras.layers.Conv2D(2, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 1, activation="sigmoid")(hidden))
+    mirrored = predict_case(model, tiny_cache, case_id, mirror=True).probabilities[..., 0]
+    assert not mirrored[~load_brain(tiny_cache, case_id)].any()   # the brain mask flips with the scan
+
+
+def test_evaluate_run_adds_the_lesion_wise_scores(tiny_cache):
+    case_ids = [*load_split(tiny_cache)["test"], *load_split(tiny_cache)["val"]]
+    model = everywhere_model(3)
+    table = evaluate_run(model, tiny_cache, case_ids, spacing=(4.0, 4.0, 4.0), lesion_wise=True)
+    truths = [load_case(tiny_cache, case_id, target="labels")[1] for case_id in case_ids]
+    predictions = [regions_to_labels(np.ones(truth.shape[:3] + (1,), bool)) for truth in truths]
+    expected = lesion_table(predictions, truths, case_ids=case_ids, spacing=(4.0, 4.0, 4.0), regions=["WT"])
+    assert set(expected.columns) <= set(table.columns) and "dice_WT" in table
+    np.testing.assert_allclose(table[expected.columns].to_numpy(float), expected.to_numpy(float))
+    assert (table["tp_WT"] + table["fp_WT"] == 1).all()   # the whole grid is one predicted lesion
 
 
 @pytest.mark.parametrize("target", ["wt", "regions"])

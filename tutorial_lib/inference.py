@@ -36,11 +36,11 @@ import numpy as np
 from tutorial_lib._files import atomic_path, write_json_atomic
 from tutorial_lib.config import BRATS
 from tutorial_lib.data import load_brain, load_case
-from tutorial_lib.metrics import case_table, dice_coefficient, region_masks
+from tutorial_lib.metrics import case_table, dice_coefficient, lesion_table, region_masks
 
 __all__ = [
     "CasePrediction", "downsampling_factor", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
-    "score_run", "evaluate_run", "predict_masks",
+    "score_run", "evaluate_run", "predict_masks", "predict_probabilities",
     "regions_to_labels", "labels_on_original_grid", "probabilities_on_original_grid", "save_volume",
     "write_segmentation", "MIRRORINGS", "mirror_average", "PackedMasks",
 ]
@@ -296,6 +296,7 @@ def predict_case(
     threshold: float = 0.5,
     postprocess: Callable[[np.ndarray], np.ndarray] | None = None,
     pad_multiple: int | None = None,
+    mirror: bool = False,
 ) -> CasePrediction:
     """Predict one cached case and binarise (and optionally post-process) it.
 
@@ -320,6 +321,9 @@ def predict_case(
     postprocess : callable, optional
         Applied to each binary channel ``(x, y, z)``, e.g.
         ``functools.partial(postprocess.remove_small_components, min_voxels=50)``.
+    mirror : bool, optional
+        Test-time mirroring: the probabilities averaged over the 8 flips of
+        the volume (:func:`mirror_average`), at 8 times the work.
 
     Returns
     -------
@@ -341,10 +345,16 @@ def predict_case(
     """
     image, _ = load_case(cache_dir, case_id, modalities=modalities, target=None)
     if len(model.input_shape) == 4:  # (batch, x, y, C): a slice-wise network
-        probabilities = predict_volume_2d(model, image, brain=load_brain(cache_dir, case_id))
+        volumes = (image, load_brain(cache_dir, case_id))
+
+        def predict(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
+            return predict_volume_2d(model, volume, brain=brain)
     else:
-        probabilities = predict_volume(model, image, patch_size=patch_size, overlap=overlap,
-                                       pad_multiple=pad_multiple)
+        volumes = (image,)
+
+        def predict(volume: np.ndarray) -> np.ndarray:
+            return predict_volume(model, volume, patch_size=patch_size, overlap=overlap, pad_multiple=pad_multiple)
+    probabilities = mirror_average(predict, *volumes) if mirror else predict(*volumes)
     mask = probabilities > threshold
     if postprocess is not None:
         channels = [np.asarray(postprocess(mask[..., k]), dtype=bool) for k in range(mask.shape[-1])]
@@ -463,15 +473,32 @@ def predict_masks(run: Any, cache_dir: str | os.PathLike, case_ids: Sequence[str
     return masks
 
 
+def predict_probabilities(run: Any, cache_dir: str | os.PathLike, case_ids: Sequence[str],
+                          **predict_options: Any) -> dict[str, np.ndarray]:
+    """The first channel's probabilities ``(x, y, z)`` of each case, float32, before any threshold.
+
+    ``run`` is a network, or a finished run (configuration or folder) whose kept
+    network predicts; ``predict_options`` go to :func:`predict_case` (``mirror=True``
+    for test-time mirroring). The average of several runs' probabilities is
+    their ensemble. Every case stays in memory: about 24 MB per full-size case.
+    """
+    model = _network(run, predict_options)
+    return {case_id: predict_case(model, cache_dir, case_id, **predict_options).probabilities[..., 0]
+            for case_id in case_ids}
+
+
 def evaluate_run(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os.PathLike,
-                 case_ids: Sequence[str], *, spacing: Sequence[float], **predict_options: Any) -> Any:
+                 case_ids: Sequence[str], *, spacing: Sequence[float], lesion_wise: bool = False,
+                 **predict_options: Any) -> Any:
     """Per case, :func:`tutorial_lib.metrics.case_table`'s scores and each region's voxel counts: a DataFrame.
 
     A region network's three channels become BraTS labels
     (:func:`regions_to_labels`) and are scored on every region; a
     whole-tumour network on WT. Columns ``voxels_<region>`` and
-    ``true_voxels_<region>`` count predicted and true voxels. One case at a
-    time: the label volumes of many full-size cases would not fit in memory.
+    ``true_voxels_<region>`` count predicted and true voxels; with
+    ``lesion_wise`` the columns of :func:`tutorial_lib.metrics.lesion_table`
+    join them. One case at a time: the label volumes of many full-size cases
+    would not fit in memory.
     """
     import pandas as pd
 
@@ -482,6 +509,9 @@ def evaluate_run(run: Mapping[str, Any] | str | os.PathLike, cache_dir: str | os
         labels = {"": regions_to_labels(mask), "true_": load_case(cache_dir, case_id, target="labels")[1]}
         row = case_table([labels[""]], [labels["true_"]], case_ids=[case_id], spacing=spacing, regions=regions,
                          summary=False)
+        if lesion_wise:
+            row = row.join(lesion_table([labels[""]], [labels["true_"]], case_ids=[case_id], spacing=spacing,
+                                        regions=regions))
         rows.append(row.assign(**{f"{whose}voxels_{region}": int(mask_of.sum()) for whose, volume in labels.items()
                                   for region, mask_of in region_masks(volume).items() if region in regions}))
     return pd.concat(rows)
