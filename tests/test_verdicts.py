@@ -425,8 +425,9 @@ def test_seeds_needed_names_the_most_any_part_needs_or_says_why_seeds_cannot_do_
     (verdicts.REPRODUCED, 3, "decided with 3 seeds per arm"),
     (verdicts.CONTRADICTED, 4, "decided with 4 seeds per arm"),
     (verdicts.INCONCLUSIVE, 3, "about 7 seeds per arm"),  # 3 seeds were too few for +0.05
-    (verdicts.INCONCLUSIVE, 7, "about 7 seeds per arm would show the study's effect; this one is smaller"),
-    (verdicts.INCONCLUSIVE, 10, "about 7 seeds per arm would show the study's effect; this one is smaller"),
+    # the claim has no study's number, so the plan is for PLANNED_EFFECT
+    (verdicts.INCONCLUSIVE, 7, "about 7 seeds per arm would show an effect of +0.05; this one is smaller"),
+    (verdicts.INCONCLUSIVE, 10, "about 7 seeds per arm would show an effect of +0.05; this one is smaller"),
 ])
 def test_seeds_needed_reads_the_verdict_and_the_seeds_behind_it(verdict, seeds, expected):
     spread = verdicts.difference_spread([[0.62, 0.62], [0.58, 0.58]], [[0.57, 0.57], [0.53, 0.53]])

@@ -590,7 +590,9 @@ def seeds_needed(
             return "more test cases: the case-to-case spread alone is too wide for any number of seeds"
         counts.append(count)
     if verdict is not None and max(counts) <= seeds:
-        return f"about {max(counts)} seeds per arm would show the study's effect; this one is smaller"
+        planned = ("the study's effect" if all(claim.study_effect is not None for _, claim in parts)
+                   else f"an effect of {PLANNED_EFFECT:+g}")   # a claim of the course has no study to size it
+        return f"about {max(counts)} seeds per arm would show {planned}; this one is smaller"
     return f"about {max(counts)} seeds per arm"
 
 
