@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import copy_as_course_cache
 
+from tutorial_lib import synthetic
 from tutorial_lib.course_data import ensure_appearance_data, ensure_course_data
 from tutorial_lib.data import data_root, load_manifest, load_split, open_array
 
@@ -18,7 +21,6 @@ def test_ensure_course_data_generates_once(tmp_path, monkeypatch, tiny_case_writ
         for index in range(n_cases):
             tiny_case_writer(out_dir, f"Synth_{index:04d}", seed=index)
 
-    from tutorial_lib import synthetic
 
     monkeypatch.setattr(synthetic, "make_dataset", fake_make_dataset)
     monkeypatch.setenv("BRATS_COURSE_DATA", str(tmp_path))
@@ -36,7 +38,7 @@ def test_appearance_data_scans_the_course_patients_again(cache_dir, tiny_cache, 
     course = copy_as_course_cache(cache_dir, tmp_path / "data")
     test_cases = load_split(course)["test"]
     site = ensure_appearance_data(course, "second_site", test_cases, workers=1)
-    assert site == tmp_path / "data" / "cache" / "synthetic-n4-k4-second_site"
+    assert site.parent == tmp_path / "data" / "cache" and site.name.startswith("synthetic-n4-k4-second_site-")
     assert sorted(load_manifest(site)["cases"]) == test_cases
     for case_id in test_cases:  # the same patient (truth and brain), another scanner (image)
         for name in ("label", "brain"):
@@ -45,8 +47,16 @@ def test_appearance_data_scans_the_course_patients_again(cache_dir, tiny_cache, 
     written = (site / "manifest.json").stat().st_mtime_ns
     assert ensure_appearance_data(course, "second_site", test_cases) == site
     assert (site / "manifest.json").stat().st_mtime_ns == written  # nothing made twice
+    # a changed appearance is another scanner: new folders, never the old images
+    changed = dataclasses.replace(synthetic.APPEARANCES["second_site"], noise_range=(0.01, 0.02))
+    monkeypatch.setattr(synthetic, "APPEARANCES", {**synthetic.APPEARANCES, "second_site": changed})
+    again = ensure_appearance_data(course, "second_site", test_cases[:1], workers=1)
+    assert again != site and again.name.startswith("synthetic-n4-k4-second_site-")
+    assert not np.array_equal(open_array(again, test_cases[0], "image"), open_array(site, test_cases[0], "image"))
     with pytest.raises(ValueError, match="not cases of"):
         ensure_appearance_data(course, "second_site", ["Synth_0009"])
+    with pytest.raises(ValueError, match="unknown appearance"):
+        ensure_appearance_data(course, "third_site", test_cases)
     with pytest.raises(ValueError, match="not a course synthetic cache"):
         ensure_appearance_data(tiny_cache, "second_site", ["Tiny_0"])
     with pytest.raises(ValueError, match="not a course synthetic cache"):  # the same cases from elsewhere:

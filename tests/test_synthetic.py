@@ -1,12 +1,14 @@
 """Tests for tutorial_lib.synthetic: BraTS conventions, determinism, atomic writes.
 
 Full-size cases cost seconds each, so the tests read the session's
-``raw_dataset`` (conftest: 4 cases, seed 0) and generate at most two more
-(the first case again, and at the second site).
+``raw_dataset`` (conftest: 4 cases, seed 0) and generate the first case again,
+and at the second site three times (as it is, without noise, and without noise
+or bias field: the differences measure what the site adds).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import nibabel as nib
@@ -209,8 +211,30 @@ def test_every_appearance_draws_plausible_looks_and_only_the_varied_one_varies()
     t1_white = np.array([tissue["t1"][3] for tissue, _ in drawn])
     # exp(+-0.15): every draw within 14 % below to 16 % above the course's 0.80, and they differ
     assert 0.80 * np.exp(-0.15) <= t1_white.min() < t1_white.max() <= 0.80 * np.exp(0.15)
-    second = synthetic._case_looks(synthetic.APPEARANCES["second_site"], np.random.default_rng(0), 0.95)
-    assert synthetic.look_is_plausible(*second) and second[0]["t1"][3] < COURSE_TISSUE["t1"][3]
+    # the second site keeps the course's look-up: its contrasts change through the relaxation curves alone
+    second = synthetic._case_looks(synthetic.APPEARANCES["second_site"], None, 0.95)
+    assert second == course
+
+
+def test_the_second_site_relaxation_is_a_3t_scanners_and_keeps_every_contrast_rule():
+    t1_factor, t2_factor = synthetic.APPEARANCES["second_site"].relaxation
+    # 3.0 T against 1.5 T: T1 14-30 % longer, T2 12-19 % shorter (Lu et al. 2005)
+    assert 1.14 <= t1_factor <= 1.30 and 0.81 <= t2_factor <= 0.88
+
+    def curved(modality, values):
+        array = np.array(values, np.float32)
+        return synthetic._relaxation_curve(modality, array, (t1_factor, t2_factor)).tolist()
+
+    tissue = {m: curved(m, v) for m, v in COURSE_TISSUE.items()}
+    tumour = {m: dict(zip(parts, curved(m, list(parts.values())))) for m, parts in COURSE_TUMOUR.items()}
+    assert synthetic.look_is_plausible(tissue, tumour)
+    # one increasing curve per modality: every pair of look-up values keeps its order
+    for m in COURSE_TISSUE:
+        before = [*COURSE_TISSUE[m], *COURSE_TUMOUR[m].values()]
+        after = [*tissue[m], *tumour[m].values()]
+        assert np.array_equal(np.argsort(before, kind="stable"), np.argsort(after, kind="stable")), m
+    # T2 decay at a fixed TE: the T2 look-up goes to the power 1 / t2_factor (a darker white matter relative to CSF)
+    np.testing.assert_allclose(tissue["t2"][3] / tissue["t2"][1], COURSE_TISSUE["t2"][3] ** (1 / t2_factor), rtol=1e-5)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -219,6 +243,7 @@ def test_every_appearance_draws_plausible_looks_and_only_the_varied_one_varies()
     (dict(slice_thickness_mm=0), "slice_thickness_mm"),
     (dict(look_scale={("pd", "grey"): 1.1}), "look_scale"),
     (dict(bias_range=(0.4, 0.2)), "bias_range"),
+    (dict(relaxation=(3.0, 1.0)), "relaxation"),
 ])
 def test_appearance_rejects_bad_settings(options, message):
     with pytest.raises(ValueError, match=message):
@@ -248,9 +273,19 @@ def test_thick_slices_average_slabs_and_thin_slices_interpolate_back(signal, thi
         np.testing.assert_allclose(thin, np.interp(np.arange(len(signal)), centres, slabs), rtol=1e-6)
 
 
-def test_the_second_site_scans_the_same_patient_with_thick_slices(regenerated):
-    first_case = regenerated
-    elsewhere = synthetic.generate_case("Synth_0000", seed=synthetic.case_seed(0, 0), appearance="second_site")
+@pytest.fixture(scope="module")
+def second_site():
+    """Case 0 at the second site: as it is, without noise, and without noise or bias field."""
+    site = synthetic.APPEARANCES["second_site"]
+    quiet = dataclasses.replace(site, noise_range=(0.0, 0.0))
+    variants = {"scan": site, "no noise": quiet,
+                "no noise, no field": dataclasses.replace(quiet, bias_range=(0.0, 0.0))}
+    return {name: synthetic.generate_case("Synth_0000", seed=synthetic.case_seed(0, 0), appearance=appearance)
+            for name, appearance in variants.items()}
+
+
+def test_the_second_site_scans_the_same_patient_with_thick_slices(regenerated, second_site):
+    first_case, elsewhere = regenerated, second_site["scan"]
     np.testing.assert_array_equal(elsewhere.seg, first_case.seg)
     np.testing.assert_array_equal(elsewhere.affine, first_case.affine)
     np.testing.assert_array_equal(elsewhere.brain, first_case.brain)
@@ -265,3 +300,31 @@ def test_the_second_site_scans_the_same_patient_with_thick_slices(regenerated):
         assert not np.array_equal(elsewhere.images[name], first_case.images[name])
         # 3 mm slabs interpolated to 1 mm change less from one slice to the next
         assert slice_to_slice(elsewhere.images[name]) < slice_to_slice(first_case.images[name])
+
+
+def _correlation_along_z(volume, brain, lag):
+    """Correlation of ``volume`` between brain voxels ``lag`` slices apart."""
+    both = brain[:, :, lag:] & brain[:, :, :-lag]
+    return np.corrcoef(volume[:, :, lag:][both], volume[:, :, :-lag][both])[0, 1]
+
+
+def test_the_second_site_renders_noise_field_and_slices_within_the_documented_ranges(second_site):
+    scan, quiet, flat = (second_site[k] for k in ("scan", "no noise", "no noise, no field"))
+    brain = scan.brain
+    for name in BRATS.modalities:
+        clean = quiet.images[name].astype(np.float32)
+        noise = scan.images[name].astype(np.float32) - clean
+        # noise: 1-9 % of a bright tissue (BrainWeb's range runs 0-9 %); the 90th percentile stands for it
+        relative = noise[brain].std() / np.percentile(clean[brain], 90)
+        assert 0.01 < relative < 0.09, (name, relative)
+
+        # slices: the noise was drawn on 3 mm slabs, so neighbouring 1 mm slices share most of it,
+        # while slices two slabs (6 mm) apart share none
+        near, far = (_correlation_along_z(noise, brain, lag) for lag in (1, 6))
+        assert near > 0.7 and abs(far) < 0.05, (name, near, far)
+
+        # bias field: the scan over the same scan without it; its 1st-99th percentile span over the brain,
+        # relative to its middle, is BrainWeb's "percent INU" (20 %: 0.9-1.1), documented as about 20-40 %
+        field = clean[brain] / np.maximum(flat.images[name][brain].astype(np.float32), 1.0)
+        low, high = np.percentile(field, [1, 99])
+        assert 0.15 < (high - low) / ((high + low) / 2) < 0.45, (name, low, high)

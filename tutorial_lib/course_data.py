@@ -13,6 +13,7 @@ This module writes; :mod:`tutorial_lib.data` only reads.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -140,6 +141,14 @@ def ensure_course_data(
     return cache
 
 
+def _appearance_folder(appearance: str) -> str:
+    """``<appearance>-<digest of its values>``: the folder suffix of one appearance's cases."""
+    if appearance not in synthetic.APPEARANCES:
+        raise ValueError(f"unknown appearance {appearance!r}; choose one of {sorted(synthetic.APPEARANCES)}")
+    digest = hashlib.sha256(repr(synthetic.APPEARANCES[appearance]).encode()).hexdigest()[:8]
+    return f"{appearance}-{digest}"
+
+
 def ensure_appearance_data(
     course_cache: str | os.PathLike[str],
     appearance: str,
@@ -152,10 +161,12 @@ def ensure_appearance_data(
 
     The same patients (each case keeps its seed, so anatomy and tumour are
     unchanged) rendered with :data:`tutorial_lib.synthetic.APPEARANCES`
-    ``[appearance]``, written as NIfTI under ``synthetic_raw_dir(n)-<appearance>``
+    ``[appearance]``, written as NIfTI under ``synthetic_raw_dir(n)-<appearance>-<digest>``
     and prepared at the course cache's down-sampling into
-    ``<course cache>-<appearance>``. Cases already there are kept, so asking
-    for the test cases and later for the training cases fills one folder.
+    ``<course cache>-<appearance>-<digest>``, where the digest follows the
+    appearance's values: a changed appearance gets new folders instead of the
+    old images. Cases already there are kept, so asking for the test cases
+    and later for the training cases fills one folder.
 
     Parameters
     ----------
@@ -197,14 +208,15 @@ def ensure_appearance_data(
     unknown = sorted(set(case_ids) - set(names))
     if unknown:
         raise ValueError(f"not cases of {display_path(course_cache)}: {unknown[:5]}")
-    cache = course_cache.with_name(f"{course_cache.name}-{appearance}")
+    folder = _appearance_folder(appearance)
+    cache = course_cache.with_name(f"{course_cache.name}-{folder}")
     if _cache_ready(cache, 0, manifest["downsample"]) and set(case_ids) <= set(load_manifest(cache)["cases"]):
         return cache
     if not make:
         raise FileNotFoundError(f"{display_path(cache)} lacks cases asked for at appearance {appearance!r}; make "
                                 f"them first: course_data.ensure_appearance_data(cache_dir, {appearance!r}, case_ids)")
     with directory_lock(data_root() / f".{appearance}-data.lock"):
-        raw = synthetic_raw_dir(len(names)).with_name(f"n{len(names)}-{appearance}")
+        raw = synthetic_raw_dir(len(names)).with_name(f"n{len(names)}-{folder}")
         synthetic.make_dataset(raw, len(names), seed=0, workers=_workers(workers), appearance=appearance,
                                only=list(case_ids))
         report = ingest.prepare_dataset(raw, cache, downsample=manifest["downsample"], workers=_workers(workers),

@@ -20,10 +20,14 @@ How a scanner renders that anatomy is an :class:`Appearance`, and
 :data:`APPEARANCES` names three. ``"course"``, the default, is the data every
 chapter trains and tests on: one fixed contrast look-up per modality. ``"varied"``
 draws each case's look-ups around the course's (more than one scanner in the
-training set). ``"second_site"`` is a held-out site that no training set uses:
-other look-ups, Gaussian rather than Rician noise, a stronger and busier bias
-field, and 3 mm slices resampled to 1 mm. It is a proxy for a scan from
-elsewhere, not a model of any real scanner.
+training set). ``"second_site"`` is a held-out site that no training set uses,
+and every way it differs is one that a scanner or protocol makes, within a
+range the literature reports: relaxation times of a 3 T scanner run with the
+course's sequence timing (which changes every tissue's contrast through the
+signal equations, never one tissue on its own), another intensity scale, less
+noise, a busier bias field, and 3 mm slices resampled to 1 mm. The values and
+their sources are listed at :data:`APPEARANCES`. It is still a proxy for a scan
+from elsewhere: a real site also differs in ways no generator holds.
 
 The mix is tuned so that the best global FLAIR threshold reaches a
 whole-tumour Dice of only about 0.5-0.65 (see ``tutorial_lib.baseline``),
@@ -123,6 +127,13 @@ class Appearance:
         slabs that thick, noise is added on the slab grid, and the image is
         interpolated back to 1 mm (what a thick-slice clinical scan resampled to
         the BraTS grid looks like). The labels stay at 1 mm.
+    relaxation : tuple of float
+        ``(T1 factor, T2 factor)``: every tissue's T1 and T2 times these,
+        relative to the course's scanner, with the sequence timing (TR, TE)
+        unchanged. The rendered image of each modality then goes through the
+        curve the signal equation gives (:func:`_relaxation_curve`): the same
+        curve for every voxel, so a tissue's contrast changes only as far as
+        its relaxation does. ``(1, 1)`` leaves the course's contrasts as they are.
     """
 
     look_scale: Mapping[tuple[str, str], float] = field(default_factory=dict)
@@ -133,12 +144,15 @@ class Appearance:
     bias_range: tuple[float, float] = (0.15, 0.25)
     bias_nodes: tuple[int, int, int] = (3, 3, 3)
     slice_thickness_mm: int = 1
+    relaxation: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if self.noise not in ("rician", "gaussian"):
             raise ValueError(f"noise must be 'rician' or 'gaussian', got {self.noise!r}")
         if not 0.0 <= self.contrast_jitter <= 0.5:
             raise ValueError(f"contrast_jitter must lie in [0, 0.5], got {self.contrast_jitter}")
+        if len(self.relaxation) != 2 or not all(0.5 <= factor <= 2.0 for factor in self.relaxation):
+            raise ValueError(f"relaxation must be (T1 factor, T2 factor), each in [0.5, 2], got {self.relaxation!r}")
         if not isinstance(self.slice_thickness_mm, int) or self.slice_thickness_mm < 1:
             raise ValueError(f"slice_thickness_mm must be a positive integer, got {self.slice_thickness_mm!r}")
         parts = {"csf", "grey", "white", *_LABEL}
@@ -155,15 +169,68 @@ APPEARANCES: Mapping[str, Appearance] = MappingProxyType({
     "course": Appearance(),
     # Several scanners in one training set: each case's contrasts drawn around the course's.
     "varied": Appearance(contrast_jitter=0.15, noise_range=(0.02, 0.09), bias_range=(0.1, 0.35)),
-    # A site no training set uses: flatter grey/white contrast on T1, a darker FLAIR lesion,
-    # weaker enhancement, darker CSF on T2; Gaussian noise; a busier field; 3 mm slices.
+    # A site no training set uses: each difference is one a scanner or protocol makes (sources below).
     "second_site": Appearance(
-        look_scale={("t1", "white"): 0.88, ("t1", "grey"): 1.05, ("flair", "edema"): 0.9,
-                    ("flair", "grey"): 1.06, ("t1ce", "enhancing"): 0.85, ("t2", "csf"): 0.85,
-                    ("t2", "edema"): 0.95},
-        contrast_jitter=0.05, gain_range=(1500.0, 3000.0), noise="gaussian", noise_range=(0.04, 0.07),
-        bias_range=(0.3, 0.4), bias_nodes=(4, 4, 4), slice_thickness_mm=3),
+        relaxation=(1.22, 0.85), gain_range=(1500.0, 3000.0), noise="rician", noise_range=(0.02, 0.05),
+        bias_range=(0.06, 0.12), bias_nodes=(4, 4, 4), slice_thickness_mm=3),
 })
+"""The named appearances.
+
+``"second_site"`` differs from ``"course"`` in these ways, each within a range
+that real scanners and protocols show:
+
+* **contrast** - ``relaxation=(1.22, 0.85)``: T1 22 % longer and T2 15 % shorter
+  with the sequence timing unchanged, the middle of what a 3.0 T scanner does
+  relative to 1.5 T (T1 14-30 % longer, T2 12-19 % shorter; Lu et al. 2005,
+  "Routine clinical brain MRI sequences for use at 3.0 Tesla", J Magn Reson
+  Imaging 22:13-22, who also show that re-tuned parameters would keep the
+  1.5 T look; here they are not re-tuned). Each modality goes through one
+  curve from its signal equation, so no tissue changes on its own: T2 and
+  FLAIR as T2 decay at a fixed TE (``s -> s ** (1 / 0.85)``; FLAIR's inversion
+  factor, which also depends on T1, is left out), T1 and T1ce as saturation
+  recovery at a fixed TR (see :func:`_relaxation_curve`). Every look-up order
+  of :func:`look_is_plausible` is kept.
+* **intensity scale** - gain 1500-3000 scanner units instead of 300-1200: MR
+  intensities have no fixed unit and differ from scan to scan even for one
+  protocol (Nyul & Udupa 1999, "On standardizing the MR image intensity
+  scale", Magn Reson Med 42:1072-1081).
+* **noise** - Rician, as in every magnitude image (Gudbjartsson & Patz 1995,
+  "The Rician distribution of noisy MRI data", Magn Reson Med 34:910-914),
+  at 2-5 % of the signal scale instead of 3-7 %: a 3 mm voxel holds three
+  times the tissue of a 1 mm one, and SNR grows with field strength
+  (Edelstein et al. 1986, "The intrinsic signal-to-noise ratio in NMR
+  imaging", Magn Reson Med 3:604-618). BrainWeb's simulated scans, whose
+  range was chosen from modern scanners, span 0-9 % of a reference tissue
+  (Cocosco et al. 1997, "BrainWeb: online interface to a 3D MRI simulated
+  brain database", NeuroImage 5:S425; the BrainWeb FAQ defines the percentage).
+* **bias field** - strength 0.06-0.12 on a 4 x 4 x 4 grid (nodes 52-64 mm
+  apart) instead of 0.15-0.25 on 3 x 3 x 3 (78-96 mm): a field spanning about
+  20-40 % of its mean over the brain, BrainWeb's two non-zero levels (fields
+  estimated from real scans, 40 % meaning 0.8-1.2), and varying on the
+  50-100 mm scale that suits N3 on 3 T scanners with multichannel coils
+  better than its 200 mm default (Boyes et al. 2008, "Intensity
+  non-uniformity correction using N3 on 3-T scanners with multichannel phased
+  array coils", NeuroImage 39:1752-1762; N3: Sled et al. 1998, "A
+  nonparametric method for automatic correction of intensity nonuniformity
+  in MRI data", IEEE Trans Med Imaging 17:87-97).
+* **slice thickness** - 3 mm slabs resampled to 1 mm: BraTS's own T1, T2 and
+  FLAIR series were 2D acquisitions of 1-6 mm (T1) and 2-6 mm (T2, FLAIR) from
+  1.5 T and 3 T scanners at many institutions (Menze et al. 2015, "The
+  Multimodal Brain Tumor Image Segmentation Benchmark (BRATS)", IEEE Trans
+  Med Imaging 34:1993-2024; Bakas et al. 2017, "Advancing The Cancer Genome
+  Atlas glioma MRI collections with expert segmentation labels and radiomic
+  features", Sci Data 4:170117), and the consensus brain tumour
+  protocol asks for 2D FLAIR and T2 of at most 4 mm (Ellingson et al. 2015,
+  "Consensus recommendations for a standardized Brain Tumor Imaging Protocol
+  in clinical trials", Neuro-Oncology 17:1188-1198). That protocol's T1 and
+  T1ce, and most BraTS T1ce, are 3D scans of about 1 mm, so 3 mm on T1ce
+  stands for the 2D post-contrast series of older protocols: one thickness
+  serves all four modalities here.
+
+No look-up value is scaled on its own and no per-case contrast is drawn
+(``look_scale`` empty, ``contrast_jitter`` 0): a scanner changes the intensity
+curve, not one tissue of one patient.
+"""
 
 
 def _case_looks(appearance: Appearance, rng: np.random.Generator | None, edema: float) -> tuple[dict, dict]:
@@ -529,6 +596,45 @@ def _modality(name, tissue, labels, edema_weight, caps, ventricles, spots, style
     return image
 
 
+# Full magnetisation of the T1 and T1ce look-ups. It reads the course's T1 look-up as saturation recovery,
+# 1 - exp(-TR / T1), with TR / T1 of 0.16 (CSF), 0.46 (grey) and 0.76 (white matter): T1 of grey matter 1.7
+# and of CSF 4.8 times white matter's, near the brain's (grey 1331 ms, white 832 ms at 3 T: Wansapura et al.
+# 1999, "NMR relaxation times in the human brain at 3.0 tesla", J Magn Reson Imaging 9:531-538; CSF some seconds).
+_T1_FULL_SIGNAL = 1.5
+
+
+def _relaxation_curve(name: str, image: np.ndarray, relaxation: tuple[float, float]) -> np.ndarray:
+    """Modality ``name``'s image when every T1 is ``relaxation[0]`` and every T2 ``relaxation[1]`` times the course's.
+
+    The sequence timing stays, so each signal equation gives one curve for the
+    whole image. T2 and FLAIR: T2 decay at a fixed echo time,
+    ``exp(-TE / T2)``, so a T2 times ``f`` turns a signal ``s`` into
+    ``s ** (1 / f)`` (FLAIR's inversion factor, which also depends on T1, is not
+    modelled). T1 and T1ce: saturation recovery at a fixed repetition time,
+    ``1 - exp(-TR / T1)``, so a T1 times ``f`` turns ``s`` into
+    ``1 - (1 - s) ** (1 / f)``, with ``s`` relative to :data:`_T1_FULL_SIGNAL`.
+    Both curves are increasing, so no tissue changes place with another;
+    the overall scale they add is the gain's business.
+
+    Examples
+    --------
+    >>> t2 = np.array([0.5, 0.6, 1.0], np.float32)  # white, grey matter, CSF
+    >>> np.round(_relaxation_curve("t2", t2, (1.0, 0.5)), 3)  # T2 halved: the signal squared
+    array([0.25, 0.36, 1.  ], dtype=float32)
+    >>> bool((_relaxation_curve("t1", t2, (1.0, 1.0)) == t2).all())
+    True
+    """
+    t1_factor, t2_factor = relaxation
+    if name in ("t1", "t1ce"):
+        if t1_factor == 1.0:
+            return image
+        saturation = np.clip(image / _T1_FULL_SIGNAL, 0.0, 1.0 - 1e-6)
+        return (_T1_FULL_SIGNAL * (1.0 - (1.0 - saturation) ** (1.0 / t1_factor))).astype(np.float32)
+    if t2_factor == 1.0:
+        return image
+    return (np.maximum(image, 0.0) ** (1.0 / t2_factor)).astype(np.float32)
+
+
 def _acquire(rng, image, brain, texture, box_shape, appearance: Appearance) -> np.ndarray:
     """Gain, bias field, noise, slice thickness and int16 rounding; zero outside the brain."""
     bias = np.exp(rng.uniform(*appearance.bias_range) * _smooth_field(rng, box_shape, appearance.bias_nodes))
@@ -630,6 +736,7 @@ def generate_case(case_id: str, *, seed: int, appearance: str | Appearance = "co
     images = {}
     for name in BRATS.modalities:
         relative = _modality(name, tissue, labels, edema_weight, caps, ventricles, spots, style, looks)
+        relative = _relaxation_curve(name, relative, appearance.relaxation)
         full = np.zeros(BRATS.shape, dtype=np.int16)
         full[box] = _acquire(rng, relative, brain, texture, tuple(shape), appearance)
         images[name] = full
