@@ -49,6 +49,7 @@ MIN_FIGURES = {
     "06_postprocessing": 2,  # prediction vs truth (Fig. 9), smoothing sizes (Fig. 10)
     "07_beyond_the_paper": 1,  # per-region results
     "08_another_site": 3,  # two sites side by side, augmented patches, Dice at both sites
+    "09_network_to_tool": 2,  # reliability diagram, a case where lesion-wise and per-case Dice part
 }
 
 GLUE_PREFIX = "application/papermill.record/"
@@ -275,7 +276,9 @@ CLAIMS = {
     "kernel": "05_ablations", "smoothing": "06_postprocessing",
 }
 # The course's own claims (the claims page's second table); they have no study's number.
-COURSE_CLAIMS = {"site_augmentation": "08_another_site", "site_varied_generator": "08_another_site"}
+COURSE_CLAIMS = {"site_augmentation": "08_another_site", "site_varied_generator": "08_another_site",
+                 "ensemble": "09_network_to_tool", "mirroring": "09_network_to_tool",
+                 "temperature": "09_network_to_tool"}
 
 
 @pytest.mark.parametrize("claim", [*CLAIMS, *COURSE_CLAIMS])
@@ -291,9 +294,9 @@ def test_chapter_glues_a_computed_verdict_for_its_claim(course_build, claim):
     verdict, to_decide = glued[f"claim_{claim}_verdict"].strip("'\""), glued[f"claim_{claim}_to_decide"]
     assert verdict in VERDICTS, f"claim_{claim}_verdict is {verdict!r}"
     if verdict == INCONCLUSIVE:
-        assert re.search(r"about \d+ (seeds per arm|networks)|more test cases|margin", to_decide), to_decide
+        assert re.search(r"about \d+ (seeds per arm|networks|ensembles)|more test cases|margin", to_decide), to_decide
     else:  # a decided claim says what decided it
-        assert re.search(r"decided with \d+ (seeds per arm|networks)", to_decide), to_decide
+        assert re.search(r"decided with \d+ (seeds per arm|networks|ensembles)", to_decide), to_decide
 
 
 def test_claims_page_shows_the_studys_and_the_courses_computed_verdicts(course_build):

@@ -5,7 +5,8 @@ chapter), ``synthetic`` (BraTS-like cases, drawn by one of several scanner appea
 ``baseline`` (the FLAIR-threshold baseline), ``sources`` (BraTS download layouts, safe
 extraction, validation), ``ingest`` (build the cache), ``data`` (NumPy readers over the cache),
 ``datasets`` (Keras readers), ``augment`` (training-time augmentation), ``models``, ``losses``,
-``metrics``, ``postprocess``, ``training``, ``costs`` (FLOPs and memory of a step),
+``metrics`` (per case and lesion by lesion), ``calibration`` (reliability, temperature scaling),
+``postprocess``, ``training``, ``costs`` (FLOPs and memory of a step),
 ``experiments`` (the run cache), ``recipes`` (trainings several chapters share), ``inference``
 and ``viz``.
 

@@ -122,7 +122,9 @@ def _frozen(groups: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Mapping[str
 # "another_site" (chapter 08) trains chapter 06's network four ways (with and
 # without augmentation, on the course's images and on the varied generator's),
 # each with `seeds` seeds; the augmentation settings are the fields of
-# tutorial_lib.augment.Augmentation, close to nnU-Net's defaults.
+# tutorial_lib.augment.Augmentation, close to nnU-Net's defaults. "tool" (chapter 09) ensembles
+# `ensemble_size` seeds of chapter 06's network, `ensembles` times over disjoint seeds, and bins
+# probabilities `bins` ways for calibration.
 _AUGMENTATION = MappingProxyType(dict(
     flip_probability=0.5, rotation_probability=0.2, rotation_degrees=15.0, scale_probability=0.2,
     scale_range=(0.85, 1.15), brightness_probability=0.15, brightness_range=(0.75, 1.25),
@@ -157,9 +159,12 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "patch_unet": dict(learning_rate=3e-3, epochs=4, filters=(8, 16, 32), patch_shape=(24, 24, 24),
                                patches_per_case=2, batch_size=2, seeds=3),
             "another_site": dict(seeds=2, augmentation=_AUGMENTATION),
+            # 3 ensembles of 2: three paired replicates for the ensemble's verdict; 6 networks for mirroring and
+            # calibration (the first 3 are chapter 06's).
+            "tool": dict(ensembles=3, ensemble_size=2, bins=10),
             # A hung cell should fail the CI run rather than eat its budget.
             "execution": dict(book_cell_timeout_s=600, grading_cell_timeout_s=300, book_jobs=3,
-                              book_start_order=("05", "08", "04", "03", "07", "02", "06"), threads=1,
+                              book_start_order=("05", "08", "04", "03", "07", "09", "02", "06"), threads=1,
                               grid_workers=1),
         }
     ),
@@ -183,6 +188,7 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "patch_unet": dict(learning_rate=3e-3, epochs=20, filters=(16, 32, 64, 128), patch_shape=(48, 48, 40),
                                patches_per_case=2, batch_size=2, seeds=3),
             "another_site": dict(seeds=3, augmentation=_AUGMENTATION),
+            "tool": dict(ensembles=3, ensemble_size=2, bins=10),
             # Single training cells legitimately run for many minutes here.
             "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=3600, book_jobs=1, book_start_order=(),
                               threads=None, grid_workers=1),
@@ -205,6 +211,8 @@ _PROFILES: dict[str, Mapping[str, Mapping[str, Any]]] = {
             "patch_unet": dict(learning_rate=3e-3, epochs=50, filters=(32, 64, 128, 256, 512), patch_shape=(96, 96, 96),
                                patches_per_case=2, batch_size=2, seeds=2),
             "another_site": dict(seeds=3, augmentation=_AUGMENTATION),
+            # nnU-Net ensembles five networks; two of three keep the gpu chapter to six trainings.
+            "tool": dict(ensembles=2, ensemble_size=3, bins=15),
             "execution": dict(book_cell_timeout_s=None, grading_cell_timeout_s=6 * 3600, book_jobs=1,
                               book_start_order=(), threads=None, grid_workers="gpus"),
         }
@@ -235,6 +243,7 @@ _PROFILES["dry-run"] = _derived(
     ablations=dict(epochs=1, filters=(2, 4, 8, 16, 32), wide_filters=(4, 8, 16, 32, 64), seeds=2, a_a_seeds=4),
     patch_unet=dict(epochs=1, filters=(4, 8, 16, 32, 64), seeds=2),
     another_site=dict(seeds=2),
+    tool=dict(ensemble_size=2),
 )
 PROFILES: Mapping[str, Mapping[str, Mapping[str, Any]]] = MappingProxyType(_PROFILES)
 
