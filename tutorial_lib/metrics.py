@@ -609,15 +609,8 @@ def lesion_table(
 
     Parameters
     ----------
-    predictions, truths : sequence of ndarray
-        BraTS label volumes ``(x, y, z)``, one per case; 0/1 whole-tumour
-        masks work with ``regions=("WT",)``.
-    case_ids : sequence of str
-        One identifier per case, used as the row index.
-    spacing : float or sequence of float, optional
-        Voxel size in mm, for HD95 and lesion volumes.
-    regions : sequence of str, optional
-        Subset of ``BRATS.regions``; all of them by default.
+    predictions, truths, case_ids, spacing, regions
+        As in :func:`case_table` (``spacing`` also measures the lesion volumes).
 
     Returns
     -------
