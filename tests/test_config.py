@@ -23,7 +23,7 @@ def test_regions_that_are_not_nested_one_label_apart_are_refused() -> None:
 
 # What the dry run may change: only sizes that make the gpu path affordable on a CPU.
 AFFORDABILITY = {"n_cases", "epochs", "seeds", "a_a_seeds", "filters", "wide_filters", "slice_step", "sweep_widths",
-                 "batch_size", "mixed_precision"}
+                 "batch_size", "mixed_precision", "ensemble_size"}
 
 
 def test_the_dry_run_keeps_the_gpu_profiles_code_path() -> None:
