@@ -81,10 +81,10 @@ def test_chapter08_arms_train_augmented_and_on_the_varied_patients(cache_dir, tm
     train = functools.partial(recipes.train, cache_dir=course)
     with pytest.raises(FileNotFoundError, match="ensure_appearance_data"):  # a recipe trains; it makes no data
         train(both, tmp_path / "early")
-    ensure_appearance_data(course, "varied", data.load_split(course)["train"], workers=1)
+    varied_cache = ensure_appearance_data(course, "varied", data.load_split(course)["train"], workers=1)
     record, _ = experiments.cached_run(both, train, root=tmp_path / "runs")
     assert 0.0 <= record["results"]["best_val_dice"] <= 1.0
-    varied = data.load_manifest(f"{course}-varied")["cases"]
+    varied = data.load_manifest(varied_cache)["cases"]
     assert sorted(varied) == data.load_split(course)["train"]  # the training patients, drawn again; no others
     with pytest.raises(ValueError, match="augmentation applies to patch training"):
         recipes.train_unet3d({**both, "patch_shape": None}, tmp_path / "bad", cache_dir=course)
