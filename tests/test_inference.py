@@ -223,7 +223,8 @@ def test_a_slice_wise_network_is_mirrored_inside_the_brain(tiny_cache):
 
 
 def test_evaluate_run_adds_the_lesion_wise_scores(tiny_cache):
-    case_ids = [*load_split(tiny_cache)["test"], *load_split(tiny_cache)["val"]]
+    split = load_split(tiny_cache)
+    case_ids = split["test"] + split["val"]
     model = everywhere_model(3)
     table = evaluate_run(model, tiny_cache, case_ids, spacing=(4.0, 4.0, 4.0), lesion_wise=True)
     truths = [load_case(tiny_cache, case_id, target="labels")[1] for case_id in case_ids]

@@ -28,6 +28,10 @@ __all__ = ["reliability_table", "expected_calibration_error", "fit_temperature",
 _EPSILON = 1e-6
 
 
+def _logits(probabilities: Any) -> np.ndarray:
+    return special.logit(np.clip(np.asarray(probabilities, dtype=np.float64), _EPSILON, 1 - _EPSILON))
+
+
 def _forecasts(probabilities: Any, truth: Any) -> tuple[np.ndarray, np.ndarray]:
     probabilities, truth = np.asarray(probabilities, dtype=np.float64), np.asarray(truth)
     if probabilities.shape != truth.shape:
@@ -108,8 +112,7 @@ def apply_temperature(probabilities: Any, temperature: float) -> np.ndarray:
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature!r}")
-    logits = special.logit(np.clip(np.asarray(probabilities, dtype=np.float64), _EPSILON, 1 - _EPSILON))
-    return special.expit(logits / temperature).astype(np.float32)
+    return special.expit(_logits(probabilities) / temperature).astype(np.float32)
 
 
 def fit_temperature(probabilities: Any, truth: Any, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
@@ -127,7 +130,7 @@ def fit_temperature(probabilities: Any, truth: Any, *, bounds: tuple[float, floa
     (4.18, 0.75)
     """
     probabilities, truth = _forecasts(probabilities, truth)
-    logits = special.logit(np.clip(probabilities, _EPSILON, 1 - _EPSILON))
+    logits = _logits(probabilities)
     signs = np.where(truth, 1.0, -1.0)
 
     def cross_entropy(log_temperature: float) -> float:

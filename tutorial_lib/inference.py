@@ -42,7 +42,7 @@ __all__ = [
     "CasePrediction", "downsampling_factor", "predict_volume", "predict_volume_2d", "predict_case", "case_dice",
     "score_run", "evaluate_run", "predict_masks", "predict_probabilities",
     "regions_to_labels", "labels_on_original_grid", "probabilities_on_original_grid", "save_volume",
-    "write_segmentation", "MIRRORINGS", "mirror_average", "PackedMasks",
+    "write_segmentation", "MIRRORINGS", "mirror_average", "predict_image", "PackedMasks",
 ]
 
 
@@ -266,6 +266,37 @@ def mirror_average(predict: Callable[..., np.ndarray], *volumes: np.ndarray) -> 
     return sum(prediction.astype(np.float32) for prediction in flipped) / len(MIRRORINGS)
 
 
+def predict_image(
+    model: Any,
+    image: np.ndarray,
+    *,
+    brain: np.ndarray | None = None,
+    patch_size: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    pad_multiple: int | None = None,
+    mirror: bool = False,
+) -> np.ndarray:
+    """Probabilities ``(x, y, z, K)`` for one prepared volume ``(x, y, z, C)``, from a 2D or a 3D network.
+
+    A 2D network, one whose input is ``(batch, x, y, C)``, predicts slice by
+    slice inside ``brain`` (:func:`predict_volume_2d`); a 3D network the whole
+    volume or its windows (:func:`predict_volume`, with ``patch_size``,
+    ``overlap`` and ``pad_multiple``). ``mirror`` averages the 8 flips of the
+    volume (and of ``brain``) through :func:`mirror_average`, at 8 times the work.
+
+    Examples
+    --------
+    >>> probabilities = predict_image(model, image, mirror=True)  # doctest: +SKIP
+    """
+    def once(volume: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
+        if len(model.input_shape) == 4:
+            return predict_volume_2d(model, volume, brain=inside)
+        return predict_volume(model, volume, patch_size=patch_size, overlap=overlap, pad_multiple=pad_multiple)
+
+    volumes = (image,) if brain is None else (image, brain)
+    return mirror_average(once, *volumes) if mirror else once(*volumes)
+
+
 @dataclass
 class CasePrediction:
     """Prediction of one case on the cache grid.
@@ -302,7 +333,8 @@ def predict_case(
 
     A 3D network predicts the volume (:func:`predict_volume`); a 2D network,
     one whose input is ``(batch, x, y, C)``, predicts it slice by slice
-    inside the case's brain mask (:func:`predict_volume_2d`).
+    inside the case's brain mask (:func:`predict_volume_2d`); both through
+    :func:`predict_image`.
 
     Parameters
     ----------
@@ -322,8 +354,7 @@ def predict_case(
         Applied to each binary channel ``(x, y, z)``, e.g.
         ``functools.partial(postprocess.remove_small_components, min_voxels=50)``.
     mirror : bool, optional
-        Test-time mirroring: the probabilities averaged over the 8 flips of
-        the volume (:func:`mirror_average`), at 8 times the work.
+        Test-time mirroring (:func:`predict_image`).
 
     Returns
     -------
@@ -344,17 +375,9 @@ def predict_case(
     (48, 48, 40, 1)
     """
     image, _ = load_case(cache_dir, case_id, modalities=modalities, target=None)
-    if len(model.input_shape) == 4:  # (batch, x, y, C): a slice-wise network
-        volumes = (image, load_brain(cache_dir, case_id))
-
-        def predict(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
-            return predict_volume_2d(model, volume, brain=brain)
-    else:
-        volumes = (image,)
-
-        def predict(volume: np.ndarray) -> np.ndarray:
-            return predict_volume(model, volume, patch_size=patch_size, overlap=overlap, pad_multiple=pad_multiple)
-    probabilities = mirror_average(predict, *volumes) if mirror else predict(*volumes)
+    brain = load_brain(cache_dir, case_id) if len(model.input_shape) == 4 else None  # a slice-wise network
+    probabilities = predict_image(model, image, brain=brain, patch_size=patch_size, overlap=overlap,
+                                  pad_multiple=pad_multiple, mirror=mirror)
     mask = probabilities > threshold
     if postprocess is not None:
         channels = [np.asarray(postprocess(mask[..., k]), dtype=bool) for k in range(mask.shape[-1])]

@@ -230,19 +230,6 @@ def _check_skull_stripped(volume: np.ndarray, affine: np.ndarray, path: Any) -> 
                       ScanWarning, stacklevel=3)
 
 
-def _predict(network: Network, image: np.ndarray, brain: np.ndarray, *, overlap: float, mirror: bool) -> np.ndarray:
-    """One network's probabilities for a prepared scan, mirrored at test time if asked."""
-    model = network.model
-
-    def once(volume: np.ndarray, inside: np.ndarray) -> np.ndarray:
-        if len(model.input_shape) == 4:  # a 2D network: slice by slice inside the brain
-            return inference.predict_volume_2d(model, volume, brain=inside)
-        return inference.predict_volume(model, volume, patch_size=network.patch_shape, overlap=overlap,
-                                        pad_multiple=inference.downsampling_factor(model))
-
-    return inference.mirror_average(once, image, brain) if mirror else once(image, brain)
-
-
 def segment_scan(network: Network | str | os.PathLike | Sequence[Network | str | os.PathLike],
                  images: Mapping[str, str | os.PathLike], out_path: str | os.PathLike, *, threshold: float = 0.5,
                  overlap: float = 0.5, mirror: bool = False,
@@ -307,7 +294,8 @@ def segment_scan(network: Network | str | os.PathLike | Sequence[Network | str |
     if not brain.any():
         raise ScanError(f"{images[network.modalities[0]]}: every voxel is zero in every modality")
     image, brain, geometry, _ = ingest.normalise_case(resampled, brain, network.modalities, network.downsample)
-    probabilities = sum(_predict(member, image, brain, overlap=overlap, mirror=mirror) for member in networks)
+    probabilities = sum(inference.predict_image(member.model, image, brain=brain, patch_size=member.patch_shape,
+                                                overlap=overlap, mirror=mirror) for member in networks)
     probabilities /= len(networks)
     labels = inference.labels_on_original_grid(probabilities > threshold, geometry)
     labels = np.asarray(resample_from_to(nib.Nifti1Image(labels, grid), (reference.shape, affine), order=0,
